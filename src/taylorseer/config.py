@@ -1,0 +1,130 @@
+"""`TaylorSeerConfig`: every knob of the cache in one validated, serializable dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMS = ("newton", "taylor")
+ABSCISSAE = ("step", "timestep")
+GRANULARITIES = ("module", "block", "stack", "model")
+FACTOR_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+@dataclass(frozen=True)
+class TaylorSeerConfig:
+    """How features are cached and forecast between full-compute steps.
+
+    The schedule: the first `warmup` steps run in full, then every `interval`-th step, then the
+    last `final_full` steps; `full_steps` replaces all of that with an explicit list.
+    """
+
+    interval: int = 5  # N: after warm-up, one full step every N steps (1 = never forecast)
+    order: int = 1  # expansion order; 0 = plain reuse of the last full step (FORA)
+    warmup: int | None = None  # leading full steps (the paper's first_enhance); None -> order + 1
+    final_full: int = 0  # force the last k steps full (needs num_steps or a pipeline)
+    full_steps: tuple[int, ...] | None = None  # explicit full-step indices; negatives count from the end
+    num_steps: int | None = None  # sampling steps per run, when the caller knows them
+    form: str = "newton"  # "newton": divided differences on the real grid; "taylor": the paper's
+    abscissa: str = "step"  # forecast variable: "step" index or the model's "timestep" input
+    granularity: str = "model"  # what is forecast: "module" | "block" | "stack" | "model"
+    factors_dtype: str | None = None  # storage dtype of the factors; None = the feature's dtype
+    official_quirks: bool = False  # official code: no derivatives before step warmup - 1
+
+    def __post_init__(self) -> None:
+        _require_int("interval", self.interval, minimum=1)
+        _require_int("order", self.order, minimum=0)
+        if self.warmup is not None:
+            _require_int("warmup", self.warmup, minimum=1)
+        _require_int("final_full", self.final_full, minimum=0)
+        if self.num_steps is not None:
+            _require_int("num_steps", self.num_steps, minimum=1)
+        _require_choice("form", self.form, FORMS)
+        _require_choice("abscissa", self.abscissa, ABSCISSAE)
+        _require_choice("granularity", self.granularity, GRANULARITIES)
+        if self.factors_dtype is not None:
+            _require_choice("factors_dtype", self.factors_dtype, FACTOR_DTYPES)
+        if not isinstance(self.official_quirks, bool):
+            raise ValueError(f"official_quirks must be a bool, got {self.official_quirks!r}")
+        if self.full_steps is not None:
+            self._validate_full_steps()
+
+    def _validate_full_steps(self) -> None:
+        steps = self.full_steps
+        if isinstance(steps, (str, bytes)) or not isinstance(steps, (tuple, list)):
+            raise ValueError(f"full_steps must be a tuple of step indices, got {steps!r}")
+        if len(steps) == 0:
+            raise ValueError("full_steps must name at least one step, got ()")
+        for step in steps:
+            if isinstance(step, bool) or not isinstance(step, int):
+                raise ValueError(f"full_steps must hold integers, got {step!r} in {steps!r}")
+            if self.num_steps is not None and not -self.num_steps <= step < self.num_steps:
+                raise ValueError(f"full_steps holds {step}, outside the {self.num_steps} steps of num_steps")
+        object.__setattr__(self, "full_steps", tuple(steps))
+
+    @property
+    def effective_warmup(self) -> int:
+        """Leading full steps: `warmup`, or order + 1 so the first forecast has its full order."""
+        return self.order + 1 if self.warmup is None else self.warmup
+
+    @property
+    def needs_num_steps(self) -> bool:
+        """Whether the schedule refers to the end of the run and so needs the step count."""
+        negative = self.full_steps is not None and any(s < 0 for s in self.full_steps)
+        return negative or (self.full_steps is None and self.final_full > 0)
+
+    @classmethod
+    def official(cls, interval: int, order: int, first_enhance: int = 1) -> TaylorSeerConfig:
+        """The paper's method as the official code runs it: per-module Taylor on step indices."""
+        return cls(
+            interval=interval,
+            order=order,
+            warmup=first_enhance,
+            form="taylor",
+            abscissa="step",
+            granularity="module",
+            official_quirks=True,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if self.full_steps is not None:
+            data["full_steps"] = list(self.full_steps)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaylorSeerConfig:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TaylorSeerConfig fields: {sorted(unknown)}")
+        data = dict(data)
+        if data.get("full_steps") is not None:
+            data["full_steps"] = tuple(data["full_steps"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TaylorSeerConfig:
+        """Load a config (e.g. a calibrated schedule) written by `to_json`."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read a TaylorSeerConfig from {str(path)!r}: {error}") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _require_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _require_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

@@ -1,0 +1,134 @@
+"""Per-call decisions: which step and branch a model call is, and whether it runs in full."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from taylorseer.config import TaylorSeerConfig
+from taylorseer.discovery import Argument
+from taylorseer.schedule import is_full_step
+from taylorseer.state import CachedFeature, ForecastRule, StepClock
+
+InputSignature = tuple[tuple[Any, tuple[int, ...], torch.dtype, torch.device], ...]
+
+
+@dataclass
+class CallContext:
+    """What the hooks inside one top-level model call need to know."""
+
+    step: int
+    branch: int
+    full: bool  # run the cached units and record them, or forecast them
+    x: float  # the abscissa of this call
+    order: int  # the order the factors may grow to on this (full) call
+    scratch: dict[str, Any] = field(default_factory=dict)  # per-call notes of a granularity's hooks
+
+
+def _timestep_value(value: Any, argument: Argument) -> float:
+    if value is None:
+        raise ValueError(f"the model was called without its {argument.name!r} input")
+    if isinstance(value, Tensor):
+        return float(value.reshape(-1)[0])  # one scalar leaves the device per call
+    return float(value)
+
+
+def _input_signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> InputSignature:
+    """Shapes, dtypes and devices of the tensor inputs: a change means cached state is stale."""
+    named = list(enumerate(args)) + sorted(kwargs.items())
+    return tuple(
+        (key, tuple(value.shape), value.dtype, value.device)
+        for key, value in named
+        if isinstance(value, Tensor)
+    )
+
+
+class Engine:
+    """The runtime state of one applied cache: step clock, cached features, statistics."""
+
+    def __init__(self, config: TaylorSeerConfig, timestep: Argument) -> None:
+        self.config = config
+        self.timestep = timestep
+        dtype = getattr(torch, config.factors_dtype) if config.factors_dtype else None
+        self.rule = ForecastRule(config.form, config.order, dtype)
+        self.features: list[CachedFeature] = []
+        self.on_full_call_end: list[Callable[[CallContext], None]] = []
+        self.context: CallContext | None = None
+        self.reset()
+
+    def new_feature(self, path: str) -> CachedFeature:
+        feature = CachedFeature(path, self.rule)
+        self.features.append(feature)
+        return feature
+
+    def reset(self) -> None:
+        """Forget every cached factor and start counting a new run."""
+        self.clock = StepClock()
+        self.ready: dict[int, InputSignature] = {}  # branch -> inputs of its last full call
+        for feature in self.features:
+            feature.drop()
+        self.counts = dict(full_steps=0, forecast_steps=0, full_calls=0, forecast_calls=0)
+
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallContext:
+        """Place a top-level call in the run and decide whether it runs in full."""
+        if self.context is not None:
+            raise RuntimeError("the cached model was called re-entrantly from inside its own forward")
+        timestep = _timestep_value(self.timestep.get(args, kwargs), self.timestep)
+        if self.clock.tick(timestep):
+            self.reset()
+            self.clock.tick(timestep)
+        step, branch = self.clock.step, self.clock.branch
+        signature = _input_signature(args, kwargs)
+        full = self._scheduled_full(step) or self.ready.get(branch) != signature
+        if full and branch in self.ready and self.ready[branch] != signature:
+            self._drop_branch(branch)  # new shapes, dtype or device: nothing cached is valid
+        config = self.config
+        quirk = config.official_quirks and step < config.effective_warmup - 1
+        kind = "full" if full else "forecast"
+        self.counts[f"{kind}_calls"] += 1
+        if branch == 0:
+            self.counts[f"{kind}_steps"] += 1
+        x = float(step) if config.abscissa == "step" else timestep
+        self.context = CallContext(step, branch, full, x, 0 if quirk else config.order)
+        self._signature = signature
+        return self.context
+
+    def end(self, succeeded: bool) -> None:
+        """Close the call: a full call that finished makes its branch ready to forecast."""
+        context, self.context = self.context, None
+        if not succeeded:
+            self.reset()  # the run is broken: half-recorded factors are never reused
+            return
+        if not context.full:
+            return
+        for finish in self.on_full_call_end:
+            finish(context)
+        self.ready[context.branch] = self._signature
+
+    def _drop_branch(self, branch: int) -> None:
+        self.ready.pop(branch, None)
+        for feature in self.features:
+            feature.drop(branch)
+
+    def _scheduled_full(self, step: int) -> bool:
+        config = self.config
+        num_steps = config.num_steps
+        if num_steps is not None and step >= num_steps:
+            raise ValueError(f"sampling step {step} is past num_steps={num_steps} of the TaylorSeerConfig")
+        return is_full_step(
+            step, config.interval, config.effective_warmup, config.final_full, num_steps,
+            config.full_steps,
+        )  # fmt: skip
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(
+            self.counts,
+            steps=self.clock.step + 1,
+            cached_modules=len(self.features),
+            cache_bytes=sum(feature.nbytes for feature in self.features),
+        )

@@ -1,0 +1,70 @@
+"""Forecasting math: pure functions on tensors, no modules and no configs.
+
+A cached feature is summarised by `factors` c_0..c_k (newest first, all shaped like the feature)
+and the abscissae x_0..x_k of the full steps they were built from (x_0 the newest).
+
+Two forms share that layout:
+
+* newton — c_j = f[x_0, ..., x_j], the divided differences on the real abscissae, evaluated as
+  P(x) = c_0 + c_1 (x - x_0) + c_2 (x - x_0)(x - x_1) + ...  Exact for polynomials of degree
+  <= k on any grid, increasing or decreasing.
+* taylor — the paper's form (TaylorSeer, arXiv 2503.06923, eq. 6-7): c_{j+1} = (c_j^new - c_j^old)
+  / (x_0 - x_1), every order divided by the latest distance, evaluated as sum c_j (x - x_0)^j / j!.
+  Exact for degree <= 1 on a uniform grid only; kept bit-for-bit for the `official` preset.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def update_factors(
+    factors: list[Tensor],
+    abscissae: list[float],
+    feature: Tensor,
+    x: float,
+    order: int,
+    form: str,
+    storage_dtype: torch.dtype | None = None,
+) -> tuple[list[Tensor], list[float]]:
+    """New (factors, abscissae) after a full step that produced `feature` at abscissa `x`.
+
+    Keeps at most order + 1 factors; the order grows by one per full step until then. The
+    differences are formed in at least float32 and stored in `storage_dtype` (default: the
+    feature's dtype).
+    """
+    if factors and x == abscissae[0]:
+        raise ValueError(f"a full step at abscissa {x} repeats the previous one")
+    compute_dtype = torch.promote_types(feature.dtype, torch.float32)
+    storage_dtype = storage_dtype or feature.dtype
+    new = [feature.to(compute_dtype)]
+    for j in range(min(order, len(factors))):
+        distance = x - (abscissae[0] if form == "taylor" else abscissae[j])
+        new.append((new[j] - factors[j].to(compute_dtype)) / distance)
+    return [f.to(storage_dtype) for f in new], [x, *abscissae[:order]]
+
+
+def forecast_weights(abscissae: list[float], num_factors: int, x: float, form: str) -> list[float]:
+    """Weights w_j with prediction = sum_j w_j c_j (host floats: no device sync)."""
+    offset = x - abscissae[0]
+    if form == "taylor":
+        return [offset**j / math.factorial(j) for j in range(num_factors)]
+    weights, product = [], 1.0
+    for j in range(num_factors):
+        weights.append(product)
+        product *= x - abscissae[j]
+    return weights
+
+
+def predict(
+    factors: list[Tensor], abscissae: list[float], x: float, form: str, dtype: torch.dtype | None = None
+) -> Tensor:
+    """The feature forecast at abscissa `x` from its factors, in `dtype` (default: the factors')."""
+    weights = forecast_weights(abscissae, len(factors), x, form)
+    out = factors[0].to(dtype or factors[0].dtype, copy=True)
+    for weight, factor in zip(weights[1:], factors[1:]):
+        out.add_(factor.to(out.dtype), alpha=weight)
+    return out

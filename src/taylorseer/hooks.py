@@ -1,0 +1,195 @@
+"""Wiring only: per-instance forward wrappers that call the original or return a forecast.
+
+Each wrapper asks the engine's current CallContext what to do; outside a call of the top-level
+model (context None) every wrapper is transparent.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from taylorseer.discovery import Block
+from taylorseer.engine import CallContext, Engine
+
+Forward = Callable[..., Any]
+Undo = Callable[[], None]
+
+
+def is_wrapped(module: nn.Module) -> bool:
+    return getattr(module.__dict__.get("forward"), "_taylorseer", False)
+
+
+def wrap_forward(module: nn.Module, make: Callable[[Forward], Forward]) -> Undo:
+    """Replace `module.forward` on this instance only; the returned function restores it."""
+    previous = module.__dict__.get("forward")  # another library's instance hook, if any
+    original = module.forward
+    wrapper = functools.wraps(original)(make(original))
+    wrapper._taylorseer = True
+    module.forward = wrapper
+
+    def undo() -> None:
+        if previous is None:
+            del module.forward
+        else:
+            module.forward = previous
+
+    return undo
+
+
+def hook_model(model: nn.Module, engine: Engine, forecast_output: bool) -> Undo:
+    """The top-level wrapper: opens a CallContext; at granularity "model" it forecasts the output."""
+    feature = engine.new_feature("") if forecast_output else None
+
+    def make(original: Forward) -> Forward:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            context = engine.begin(args, kwargs)
+            succeeded = False
+            try:
+                if feature is not None and not context.full:
+                    output = feature.predict(context.branch, context.x)
+                else:
+                    output = original(*args, **kwargs)
+                    if feature is not None:
+                        feature.record(context.branch, output, context.x, context.order)
+                succeeded = True
+                return output
+            finally:
+                engine.end(succeeded)
+
+        return forward
+
+    return wrap_forward(model, make)
+
+
+def hook_module(path: str, module: nn.Module, engine: Engine) -> Undo:
+    """Granularity "module": forecast this child's output; its block runs the rest."""
+    feature = engine.new_feature(path)
+
+    def make(original: Forward) -> Forward:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            context = engine.context
+            if context is None:
+                return original(*args, **kwargs)
+            if not context.full:
+                return feature.predict(context.branch, context.x)
+            output = original(*args, **kwargs)
+            feature.record(context.branch, output, context.x, context.order)
+            return output
+
+        return forward
+
+    return wrap_forward(module, make)
+
+
+def hook_skipped(module: nn.Module, engine: Engine) -> Undo:
+    """A child that only feeds a cached child: on forecast steps, a zero placeholder."""
+    shapes: dict[int, tuple[torch.Size, torch.dtype, torch.device]] = {}
+
+    def make(original: Forward) -> Forward:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            context = engine.context
+            if context is None:
+                return original(*args, **kwargs)
+            if context.full:
+                output = original(*args, **kwargs)
+                shapes[context.branch] = (output.shape, output.dtype, output.device)
+                return output
+            shape, dtype, device = shapes[context.branch]
+            return torch.zeros((), dtype=dtype, device=device).expand(shape)
+
+        return forward
+
+    return wrap_forward(module, make)
+
+
+def _stream_inputs(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Tensor]:
+    return {arg.name: arg.get(args, kwargs) for arg in block.inputs}
+
+
+def _stream_outputs(block: Block, output: Any) -> dict[str, Tensor]:
+    outputs = block.spec.outputs or ()
+    values = output if isinstance(output, (tuple, list)) else (output,)
+    if len(values) != len(outputs):
+        raise ValueError(
+            f"{type(block.module).__name__} at {block.path} returned {len(values)} values; "
+            f"its BlockSpec expects the streams {outputs}"
+        )
+    return dict(zip(outputs, values))
+
+
+def _assemble(block: Block, streams: dict[str, Tensor]) -> Any:
+    """The block's output built from stream values, in the order the block returns them."""
+    outputs = block.spec.outputs or ()
+    return streams[outputs[0]] if len(outputs) == 1 else tuple(streams[name] for name in outputs)
+
+
+def hook_block(block: Block, engine: Engine) -> Undo:
+    """Granularity "block": forecast the block's residual update of each stream."""
+    feature = engine.new_feature(block.path)
+
+    def make(original: Forward) -> Forward:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            context = engine.context
+            if context is None:
+                return original(*args, **kwargs)
+            inputs = _stream_inputs(block, args, kwargs)
+            if not context.full:
+                deltas = feature.predict(context.branch, context.x)
+                return _assemble(block, {name: inputs[name] + deltas[name] for name in inputs})
+            output = original(*args, **kwargs)
+            outputs = _stream_outputs(block, output)
+            deltas = {name: outputs[name] - inputs[name] for name in inputs}
+            feature.record(context.branch, deltas, context.x, context.order)
+            return output
+
+        return forward
+
+    return wrap_forward(block.module, make)
+
+
+def hook_stack(blocks: list[Block], engine: Engine) -> list[Undo]:
+    """Granularity "stack": skip every block and forecast the whole stack's residual update.
+
+    On full calls the first block called notes the stack's input streams and each block its
+    output; when the call ends, the last output minus the first input is recorded. On forecast
+    calls every block passes its inputs through, and the block that came last on the previous
+    full call adds the forecast update.
+    """
+    feature = engine.new_feature("stack")
+    last_block: dict[int, str] = {}  # branch -> path of the block called last
+
+    def finish(context: CallContext) -> None:
+        first, (block, output) = context.scratch["stack_in"], context.scratch["stack_out"]
+        outputs = _stream_outputs(block, output)
+        feature.record(context.branch, {n: outputs[n] - first[n] for n in first}, context.x, context.order)
+        last_block[context.branch] = block.path
+
+    engine.on_full_call_end.append(finish)
+
+    def hook(block: Block) -> Undo:
+        def make(original: Forward) -> Forward:
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                context = engine.context
+                if context is None:
+                    return original(*args, **kwargs)
+                inputs = _stream_inputs(block, args, kwargs)
+                context.scratch.setdefault("stack_in", inputs)
+                if context.full:
+                    output = original(*args, **kwargs)
+                    context.scratch["stack_out"] = (block, output)
+                    return output
+                if last_block.get(context.branch) == block.path:
+                    deltas = feature.predict(context.branch, context.x)
+                    inputs = {name: inputs[name] + deltas[name] for name in inputs}
+                return _assemble(block, inputs)
+
+            return forward
+
+        return wrap_forward(block.module, make)
+
+    return [hook(block) for block in blocks]

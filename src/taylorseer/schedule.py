@@ -1,0 +1,57 @@
+"""Which sampling steps run the model in full: pure functions of the step index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def official_is_full(step: int, interval: int, warmup: int) -> bool:
+    """The official code's rule: `warmup` full steps, then every `interval`-th step.
+
+    Its counter of forecast steps restarts at each full step, so after the last warm-up step
+    (warmup - 1) the full steps fall at warmup - 1 + interval, warmup - 1 + 2 * interval, ...
+    """
+    return step < warmup or (step - (warmup - 1)) % interval == 0
+
+
+def is_full_step(
+    step: int,
+    interval: int,
+    warmup: int,
+    final_full: int = 0,
+    num_steps: int | None = None,
+    full_steps: Sequence[int] | None = None,
+) -> bool:
+    """Whether 0-based `step` runs in full.
+
+    `full_steps`, when given, is the whole schedule (negative entries count from the end).
+    Otherwise the official rule, plus the last `final_full` steps. Entries that refer to the end
+    need `num_steps`.
+    """
+    if full_steps is not None:
+        if num_steps is not None:
+            return step in {s % num_steps for s in full_steps}
+        if any(s < 0 for s in full_steps):
+            raise ValueError(f"full_steps {tuple(full_steps)} counts from the end: num_steps is needed")
+        return step in full_steps
+    if final_full > 0:
+        if num_steps is None:
+            raise ValueError(f"final_full={final_full} needs num_steps, the length of the run")
+        if step >= num_steps - final_full:
+            return True
+    return official_is_full(step, interval, warmup)
+
+
+def full_step_indices(
+    num_steps: int,
+    interval: int,
+    warmup: int,
+    final_full: int = 0,
+    full_steps: Sequence[int] | None = None,
+) -> list[int]:
+    """All full steps of a run of `num_steps` steps, in sampling order."""
+    return [
+        step
+        for step in range(num_steps)
+        if is_full_step(step, interval, warmup, final_full, num_steps, full_steps)
+    ]

@@ -1,0 +1,124 @@
+"""Small typed state: the step clock of a run, and the factors of each cached feature."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
+
+from taylorseer import forecast
+
+_TENSOR = object()  # placeholder for a tensor leaf in an output template
+
+
+@dataclass
+class StepClock:
+    """Turns the timestep of each model call into (step, branch) without counting calls.
+
+    A new timestep value is the next step; the same value again is another CFG branch of the
+    same step; a value that moves back toward the start of the schedule begins a new run.
+    """
+
+    step: int = -1
+    branch: int = 0
+    timestep: float | None = None
+    direction: float = 0.0  # sign of the timestep's change between steps; 0 until known
+
+    def tick(self, timestep: float) -> bool:
+        """Advance to the call at `timestep`; returns True when it starts a new run."""
+        if self.timestep is None:
+            self._start(timestep)
+            return True
+        change = timestep - self.timestep
+        if change == 0:
+            self.branch += 1
+            return False
+        if self.direction == 0 or change * self.direction > 0:
+            self.direction = 1.0 if change > 0 else -1.0
+            self.step, self.branch, self.timestep = self.step + 1, 0, timestep
+            return False
+        self._start(timestep)
+        return True
+
+    def _start(self, timestep: float) -> None:
+        self.step, self.branch, self.timestep, self.direction = 0, 0, timestep, 0.0
+
+
+@dataclass
+class FeatureFactors:
+    """Factors of the tensors of one cached output, for one CFG branch (newest first)."""
+
+    factors: list[list[Tensor]] = field(default_factory=list)  # per tensor: c_0..c_k
+    abscissae: list[float] = field(default_factory=list)  # x_0..x_k, shared by all tensors
+    dtypes: list[torch.dtype] = field(default_factory=list)  # dtype of each tensor as produced
+    structure: TreeSpec | None = None  # how the tensors nest in the output (tuple, dataclass, ...)
+    template: list[Any] = field(default_factory=list)  # the output's leaves, _TENSOR for each tensor
+
+    @property
+    def shapes(self) -> list[torch.Size]:
+        return [per_tensor[0].shape for per_tensor in self.factors]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.numel() * f.element_size() for per_tensor in self.factors for f in per_tensor)
+
+
+@dataclass(frozen=True)
+class ForecastRule:
+    """The parts of the config that the math needs."""
+
+    form: str
+    order: int
+    storage_dtype: torch.dtype | None
+
+
+class CachedFeature:
+    """One cached unit (a module, block, the stack or the model), with factors per CFG branch."""
+
+    def __init__(self, path: str, rule: ForecastRule) -> None:
+        self.path = path
+        self.rule = rule
+        self.branches: dict[int, FeatureFactors] = {}
+
+    def record(self, branch: int, output: Any, x: float, order: int) -> None:
+        """Fold a full step's output (a tensor or a tuple/dataclass of them) taken at abscissa `x`."""
+        leaves, structure = tree_flatten(output)
+        tensors = [leaf.detach() for leaf in leaves if isinstance(leaf, Tensor)]
+        old = self.branches.get(branch)
+        if old is None or old.structure != structure or old.shapes != [t.shape for t in tensors]:
+            old = FeatureFactors()  # first full step, or the output's structure changed
+        template = [_TENSOR if isinstance(leaf, Tensor) else leaf for leaf in leaves]
+        new = FeatureFactors(structure=structure, template=template, dtypes=[t.dtype for t in tensors])
+        for index, tensor in enumerate(tensors):
+            previous = old.factors[index] if old.factors else []
+            factors, new.abscissae = forecast.update_factors(
+                previous, old.abscissae, tensor, x, order, self.rule.form, self.rule.storage_dtype
+            )
+            new.factors.append(factors)
+        self.branches[branch] = new
+
+    def predict(self, branch: int, x: float) -> Any:
+        """The branch's output forecast at abscissa `x`, in its structure and dtypes."""
+        state = self.branches[branch]
+        tensors = iter(
+            forecast.predict(factors, state.abscissae, x, self.rule.form, dtype)
+            for factors, dtype in zip(state.factors, state.dtypes)
+        )
+        leaves = [next(tensors) if leaf is _TENSOR else leaf for leaf in state.template]
+        return tree_unflatten(leaves, state.structure)
+
+    def has(self, branch: int) -> bool:
+        return branch in self.branches
+
+    def drop(self, branch: int | None = None) -> None:
+        if branch is None:
+            self.branches.clear()
+        else:
+            self.branches.pop(branch, None)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(state.nbytes for state in self.branches.values())

@@ -1,0 +1,222 @@
+"""Hook lifecycle on the toy DiT-like model."""
+
+import pytest
+import torch
+
+from taylorseer import TaylorSeerConfig, apply_taylorseer
+from toy_models import ToyDiT, nonuniform_timesteps, run
+
+GRANULARITIES = ["module", "block", "stack", "model"]
+
+
+def hidden(batch=2, dtype=torch.float64):
+    return torch.randn(batch, 4, 8, generator=torch.Generator().manual_seed(1), dtype=dtype)
+
+
+def max_relative_error(outputs, reference):
+    return max(
+        ((o - r).norm() / r.norm()).item() for step, ref in zip(outputs, reference) for o, r in zip(step, ref)
+    )
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_quadratic_features_are_reproduced_on_a_nonuniform_schedule(granularity):
+    model = ToyDiT().double()
+    timesteps = nonuniform_timesteps(30)
+    reference = run(model, timesteps, hidden())
+    config = TaylorSeerConfig(
+        interval=4, order=2, form="newton", abscissa="timestep", granularity=granularity
+    )
+    handle = apply_taylorseer(model, config)
+    model.calls = 0
+    outputs = run(model, timesteps, hidden())
+    assert max_relative_error(outputs, reference) < 1e-6
+    assert (
+        handle.stats["forecast_steps"] > 0
+        and handle.stats["full_steps"] + handle.stats["forecast_steps"] == 30
+    )
+    if granularity == "model":
+        assert model.calls == handle.stats["full_steps"]  # forecast steps skip the model entirely
+
+
+def test_module_granularity_recomputes_gates_with_the_current_timestep():
+    model = ToyDiT(modulated=True).double()
+    timesteps = nonuniform_timesteps(30)
+    reference = run(model, timesteps, hidden())
+    config = dict(interval=4, order=2, abscissa="timestep")
+    with apply_taylorseer(model, TaylorSeerConfig(granularity="module", **config)):
+        assert max_relative_error(run(model, timesteps, hidden()), reference) < 1e-6
+    with apply_taylorseer(model, TaylorSeerConfig(granularity="model", **config)):
+        assert (
+            max_relative_error(run(model, timesteps, hidden()), reference) > 1e-4
+        )  # gates are not polynomial
+
+
+def test_step_abscissa_is_not_exact_on_a_nonuniform_timestep_grid():
+    model = ToyDiT().double()
+    timesteps = nonuniform_timesteps(30)
+    reference = run(model, timesteps, hidden())
+    with apply_taylorseer(model, TaylorSeerConfig(interval=4, order=2, abscissa="step")):
+        assert max_relative_error(run(model, timesteps, hidden()), reference) > 1e-4
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_remove_restores_bit_exact_outputs(granularity):
+    model = ToyDiT(modulated=True, mix=0.5)
+    timesteps = nonuniform_timesteps(12)
+    x = hidden(dtype=torch.float32)
+    reference = run(model, timesteps, x)
+    handle = apply_taylorseer(model, TaylorSeerConfig(interval=3, granularity=granularity))
+    cached = run(model, timesteps, x)
+    assert any(not torch.equal(c[0], r[0]) for c, r in zip(cached, reference))  # the cache did act
+    handle.remove()
+    assert "forward" not in model.__dict__
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(run(model, timesteps, x), reference))
+    with pytest.raises(RuntimeError, match="already removed"):
+        handle.remove()
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_interval_one_is_bit_identical_to_no_cache(granularity):
+    model = ToyDiT(modulated=True, mix=0.5)
+    timesteps = nonuniform_timesteps(10)
+    x = hidden(dtype=torch.float32)
+    reference = run(model, timesteps, x, branches=2)
+    with apply_taylorseer(model, TaylorSeerConfig(interval=1, granularity=granularity)) as handle:
+        outputs = run(model, timesteps, x, branches=2)
+        assert handle.stats["forecast_steps"] == 0
+    assert all(torch.equal(a, b) for step, ref in zip(outputs, reference) for a, b in zip(step, ref))
+
+
+def test_applying_twice_raises():
+    model = ToyDiT()
+    handle = apply_taylorseer(model, TaylorSeerConfig(granularity="module"))
+    with pytest.raises(RuntimeError, match="already applied"):
+        apply_taylorseer(model, TaylorSeerConfig())
+    with pytest.raises(RuntimeError, match="already applied"):
+        apply_taylorseer(model.blocks[0], TaylorSeerConfig())  # a part of a cached model
+    handle.remove()
+    apply_taylorseer(model, TaylorSeerConfig()).remove()
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_cfg_branches_keep_separate_state(granularity):
+    """Two calls per step (cond, uncond) forecast the same as two models cached separately."""
+    timesteps = nonuniform_timesteps(15)
+    x = hidden(dtype=torch.float64)
+    config = TaylorSeerConfig(interval=3, order=1, granularity=granularity)
+    model = ToyDiT(modulated=True, mix=0.5).double()
+    with apply_taylorseer(model, config):
+        together = run(model, timesteps, x, branches=2)
+    for k in range(2):
+        alone = ToyDiT(modulated=True, mix=0.5).double()
+        with apply_taylorseer(alone, config):
+            separate = run(alone, timesteps, x + k)
+        assert all(torch.equal(a[k], b[0]) for a, b in zip(together, separate))
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_a_new_run_resets_by_itself_and_runs_repeat_exactly(granularity):
+    model = ToyDiT(modulated=True, mix=0.5)
+    x = hidden(dtype=torch.float32)
+    handle = apply_taylorseer(model, TaylorSeerConfig(interval=4, granularity=granularity))
+    first = run(model, nonuniform_timesteps(20), x)
+    assert handle.stats["steps"] == 20
+    run(model, nonuniform_timesteps(13), x * 3)  # another run, other step count, other input
+    assert handle.stats["steps"] == 13
+    second = run(model, nonuniform_timesteps(20), x)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, second))
+    handle.reset()
+    assert handle.stats["cache_bytes"] == 0 and handle.stats["steps"] == 0
+
+
+def test_stats_count_steps_modules_and_bytes():
+    model = ToyDiT(depth=3)
+    with apply_taylorseer(
+        model, TaylorSeerConfig(interval=5, order=1, warmup=1, granularity="module")
+    ) as handle:
+        run(model, nonuniform_timesteps(11), hidden(dtype=torch.float32), branches=2)
+        stats = handle.stats
+    assert stats["cached_modules"] == 6  # attn and mlp of three blocks
+    assert (stats["full_steps"], stats["forecast_steps"]) == (3, 8)  # steps 0, 5, 10
+    assert (stats["full_calls"], stats["forecast_calls"]) == (6, 16)
+    # two factors (order 1) per module and branch, each (2, 4, 8) float32
+    assert stats["cache_bytes"] == 6 * 2 * 2 * (2 * 4 * 8 * 4)
+
+
+def test_a_changed_input_shape_within_a_run_runs_in_full():
+    model = ToyDiT(modulated=True, mix=0.5)
+    timesteps = nonuniform_timesteps(5)
+    with apply_taylorseer(model, TaylorSeerConfig(interval=5, warmup=1, order=0)) as handle:
+        for i, t in enumerate(timesteps):
+            batch = 2 if i < 3 else 3  # the batch grows mid-run
+            out = model(hidden_states=torch.ones(batch, 4, 8), timestep=torch.full((batch,), t))
+            assert out.shape[0] == batch
+        assert handle.stats["full_calls"] == 2  # step 0, and step 3 where the shapes changed
+
+
+def test_zero_match_raises_saying_what_was_searched():
+    class NoBlocks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+
+        def forward(self, hidden_states, timestep):
+            return self.proj(hidden_states)
+
+    with pytest.raises(ValueError, match="no block list found"):
+        apply_taylorseer(NoBlocks(), TaylorSeerConfig(granularity="module"))
+
+    class Opaque(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Linear(4, 4)
+
+        def forward(self, hidden_states):
+            return self.inner(hidden_states)
+
+    class OpaqueBlocks(NoBlocks):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([Opaque(), Opaque()])
+
+    with pytest.raises(ValueError, match="looked for the children"):
+        apply_taylorseer(OpaqueBlocks(), TaylorSeerConfig(granularity="module"))
+    model = OpaqueBlocks()
+    apply_taylorseer(model, TaylorSeerConfig(granularity="block")).remove()  # blocks alone are fine
+
+
+def test_model_without_timestep_input_raises():
+    with pytest.raises(ValueError, match="timestep"):
+        apply_taylorseer(torch.nn.Linear(2, 2), TaylorSeerConfig())
+
+
+def test_schedule_from_the_end_needs_num_steps():
+    with pytest.raises(ValueError, match="num_steps"):
+        apply_taylorseer(ToyDiT(), TaylorSeerConfig(final_full=2))
+    model = ToyDiT()
+    with apply_taylorseer(
+        model, TaylorSeerConfig(interval=6, warmup=1, final_full=2, num_steps=10)
+    ) as handle:
+        run(model, nonuniform_timesteps(10), hidden(dtype=torch.float32))
+        assert handle.stats["full_steps"] == 4  # 0, 6, 8, 9
+        with pytest.raises(ValueError, match="past num_steps=10"):
+            model(hidden_states=hidden(dtype=torch.float32), timestep=torch.zeros(2) - 5)
+
+
+def test_an_exception_mid_run_leaves_the_next_run_correct():
+    model = ToyDiT(modulated=True, mix=0.5)
+    x = hidden(dtype=torch.float32)
+    timesteps = nonuniform_timesteps(12)
+    config = TaylorSeerConfig(interval=4, granularity="module")
+    with apply_taylorseer(model, config):
+        clean = run(model, timesteps, x)
+    handle = apply_taylorseer(model, config)
+    original = model.blocks[1].mlp.proj.forward
+    model.blocks[1].mlp.proj.forward = lambda h: (_ for _ in ()).throw(KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(model, timesteps, x)
+    model.blocks[1].mlp.proj.forward = original
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(run(model, timesteps, x), clean))
+    handle.remove()
