@@ -1,0 +1,94 @@
+"""The command line: `taylorseer generate` (and the subcommands added beside it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from taylorseer.config import TaylorSeerConfig
+
+
+def _classes(text: str) -> list[int]:
+    try:
+        classes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--classes takes digits separated by commas, got {text!r}"
+        ) from None
+    if not classes or any(not 0 <= c <= 9 for c in classes):
+        raise argparse.ArgumentTypeError(f"--classes takes digits 0-9 separated by commas, got {text!r}")
+    return classes
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taylorseer", description="Faster diffusion transformers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    generate = commands.add_parser(
+        "generate",
+        help="sample with full compute and with TaylorSeer from the same seeds; write both side by side",
+        description="Sample the same seeds with full compute and with TaylorSeer; write one PNG with "
+        "both grids and print latencies, speedup, FLOPs ratio and PSNR. Runs offline on the "
+        "bundled model by default.",
+    )
+    generate.add_argument(
+        "--model", default="dit-digits", help="bundled model (dit-digits, flux-digits), or a diffusers "
+        "pipeline folder or hub id whose weights are available locally (default: dit-digits)",
+    )  # fmt: skip
+    generate.add_argument("--steps", type=_positive, default=50, help="sampling steps (default 50)")
+    defaults = TaylorSeerConfig()
+    generate.add_argument("--interval", type=_positive, default=defaults.interval, help="full step every N")
+    generate.add_argument("--order", type=int, default=defaults.order, help="expansion order (0 = reuse)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--classes", type=_classes, default=list(range(10)), help="digits, e.g. 0,3,7")
+    generate.add_argument("--prompt", default="a photo of a cat", help="prompt, for diffusers pipelines")
+    generate.add_argument("--output", type=Path, default=Path("taylorseer.png"), help="PNG to write")
+    generate.add_argument("--no-cache", action="store_true", help="full compute only")
+    return parser
+
+
+def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from taylorseer import generate
+    from taylorseer.models.bundled import BUNDLED_MODELS
+
+    try:
+        config = None if args.no_cache else TaylorSeerConfig(interval=args.interval, order=args.order)
+        generate.check_writable(args.output)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.model in BUNDLED_MODELS:
+        full, cached, columns = generate.run_bundled(args.model, config, args.steps, args.classes, args.seed)
+    else:
+        full, cached, columns = generate.run_pipeline(args.model, config, args.steps, args.prompt, args.seed)
+    panels = [(f"full compute: {full.seconds:.2f} s", full.images)]
+    title = f"{args.model}, {args.steps} steps, seed {args.seed}"
+    if cached is not None:
+        label = (
+            f"TaylorSeer (interval {args.interval}, order {args.order}): {cached.seconds:.2f} s, "
+            f"{full.seconds / cached.seconds:.2f}x faster"
+        )
+        panels.append((label, cached.images))
+    generate.save_side_by_side(args.output, panels, columns, title)
+    print(generate.summary(full, cached, args.steps))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return _generate(args, parser)  # the only subcommand so far
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Native model implementations (DiT and its ADM Gaussian-diffusion sampler)."""

@@ -1,0 +1,94 @@
+"""The bundled trained models, by name: load one and sample class-conditional digits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from taylorseer.models.digits import LATENT_CHANNELS, LATENT_SIZE, to_images
+from taylorseer.models.weights import bundled_path, load_safetensors
+
+if TYPE_CHECKING:
+    from taylorseer import TaylorSeerConfig
+
+SampleFunction = Callable[..., Tensor]
+
+
+@dataclass
+class DigitGenerator:
+    """A bundled model ready to sample: its transformer (what the cache is applied to)."""
+
+    name: str
+    transformer: nn.Module
+    cfg_scale: float  # the guidance scale the model is sampled with by default
+    _sample: SampleFunction
+
+    def noise(self, count: int, seed: int) -> Tensor:
+        """(count, 4, 8, 8) standard normal latents; sample k depends only on (seed, k)."""
+        return torch.stack(
+            [
+                torch.randn(
+                    LATENT_CHANNELS,
+                    LATENT_SIZE,
+                    LATENT_SIZE,
+                    generator=torch.Generator().manual_seed(seed + k),
+                )
+                for k in range(count)
+            ]
+        )
+
+    def sample(
+        self,
+        noise: Tensor,
+        labels: Tensor,
+        steps: int = 50,
+        cache: TaylorSeerConfig | None = None,
+        cfg_scale: float | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Images (n, 1, 16, 16) in [-1, 1] for `labels` (n,) from `noise` (n, 4, 8, 8)."""
+        scale = self.cfg_scale if cfg_scale is None else cfg_scale
+        latents = self._sample(noise, labels, steps=steps, cfg_scale=scale, cache=cache, progress=progress)
+        return to_images(latents)
+
+
+def _load_dit() -> DigitGenerator:
+    from taylorseer.models.dit import DiT, sample
+
+    folder = bundled_path("dit-digits")
+    model = DiT(**json.loads((folder / "config.json").read_text()))
+    model.load_state_dict(load_safetensors(folder / "model.safetensors", model.state_dict()))
+    model.eval()
+
+    def run(noise: Tensor, labels: Tensor, **options) -> Tensor:
+        return sample(model, noise, labels, sampler="ddim", **options)
+
+    return DigitGenerator("dit-digits", model, 4.0, run)
+
+
+def _load_flux() -> DigitGenerator:
+    from taylorseer.models import flux_digits
+
+    transformer, conditioning = flux_digits.load(bundled_path("flux-digits"))
+
+    def run(noise: Tensor, labels: Tensor, **options) -> Tensor:
+        return flux_digits.sample(transformer, conditioning, noise, labels, **options)
+
+    return DigitGenerator("flux-digits", transformer, 3.0, run)
+
+
+BUNDLED_MODELS: dict[str, Callable[[], DigitGenerator]] = {
+    "dit-digits": _load_dit,
+    "flux-digits": _load_flux,
+}
+
+
+def load_bundled(name: str) -> DigitGenerator:
+    if name not in BUNDLED_MODELS:
+        raise ValueError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
+    return BUNDLED_MODELS[name]()

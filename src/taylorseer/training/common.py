@@ -1,0 +1,58 @@
+"""Shared pieces of the training scripts: augmentation, batching, logging to a JSON record."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def augment(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Random shifts of up to 1 pixel and mild scaling: (N, 1, 16, 16) -> same."""
+    n = images.shape[0]
+    scale = 1 + 0.1 * (torch.rand(n, generator=generator) - 0.5)
+    shift = (torch.rand(n, 2, generator=generator) - 0.5) * (4 / 16)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images + 1, grid, padding_mode="zeros", align_corners=False) - 1
+
+
+def batches(
+    images: Tensor, labels: Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Endless shuffled batches."""
+    while True:
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            chosen = order[start : start + batch_size]
+            yield images[chosen], labels[chosen]
+
+
+class TrainingLog:
+    """Timing and loss of a run, written next to the weights as training.json."""
+
+    def __init__(self, name: str, **settings: object) -> None:
+        self.record: dict[str, object] = {"model": name, "settings": settings, "losses": []}
+        self.start = time.perf_counter()
+        self.window: list[float] = []
+
+    def step(self, step: int, loss: float, every: int = 200) -> None:
+        self.window.append(loss)
+        if (step + 1) % every == 0:
+            mean = sum(self.window) / len(self.window)
+            self.window.clear()
+            self.record["losses"].append([step + 1, round(mean, 5)])
+            print(f"step {step + 1}: loss {mean:.4f} ({time.perf_counter() - self.start:.0f} s)", flush=True)
+
+    def save(self, folder: Path, **results: object) -> None:
+        self.record["train_seconds"] = round(time.perf_counter() - self.start, 1)
+        self.record["final_loss"] = self.record["losses"][-1][1] if self.record["losses"] else None
+        self.record.update(results)
+        (folder / "training.json").write_text(json.dumps(self.record, indent=2) + "\n")
