@@ -3,8 +3,11 @@
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taylorseer import TaylorSeerConfig
+from taylorseer.config import ABSCISSAE, FACTOR_DTYPES, FORMS, GRANULARITIES
 
 
 @pytest.mark.parametrize(
@@ -64,3 +67,30 @@ def test_json_round_trip(tmp_path):
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TaylorSeerConfig().order = 3
+
+
+ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(-3, 60), st.floats(-2, 60), st.text(max_size=8))
+FIELD_VALUES = {
+    "interval": st.one_of(st.integers(-2, 12), ANYTHING),
+    "order": st.one_of(st.integers(-2, 6), ANYTHING),
+    "warmup": st.one_of(st.none(), st.integers(-2, 6), ANYTHING),
+    "final_full": st.one_of(st.integers(-2, 6), ANYTHING),
+    "num_steps": st.one_of(st.none(), st.integers(-2, 60), ANYTHING),
+    "full_steps": st.one_of(st.none(), st.lists(st.integers(-60, 60), max_size=6).map(tuple), ANYTHING),
+    "form": st.one_of(st.sampled_from(FORMS), ANYTHING),
+    "abscissa": st.one_of(st.sampled_from(ABSCISSAE), ANYTHING),
+    "granularity": st.one_of(st.sampled_from(GRANULARITIES), ANYTHING),
+    "factors_dtype": st.one_of(st.none(), st.sampled_from(FACTOR_DTYPES), ANYTHING),
+    "official_quirks": st.one_of(st.booleans(), ANYTHING),
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.fixed_dictionaries({}, optional=FIELD_VALUES))
+def test_every_combination_validates_or_names_the_bad_field(fields):
+    try:
+        config = TaylorSeerConfig(**fields)
+    except ValueError as error:
+        assert any(name in str(error) for name in fields), str(error)
+        return
+    assert TaylorSeerConfig.from_dict(config.to_dict()) == config  # what validates round-trips
