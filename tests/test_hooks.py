@@ -220,3 +220,21 @@ def test_an_exception_mid_run_leaves_the_next_run_correct():
     model.blocks[1].mlp.proj.forward = original
     assert all(torch.equal(a[0], b[0]) for a, b in zip(run(model, timesteps, x), clean))
     handle.remove()
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_a_forecast_that_overflows_falls_back_to_full_compute(granularity):
+    model = ToyDiT(modulated=True, mix=0.5)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.coefficients.mul_(1e6)  # features far beyond float16's range
+    timesteps = nonuniform_timesteps(12)
+    x = hidden(dtype=torch.float32)
+    reference = run(model, timesteps, x)
+    config = TaylorSeerConfig(interval=4, order=1, granularity=granularity, factors_dtype="float16")
+    with apply_taylorseer(model, config) as handle:
+        outputs = run(model, timesteps, x)
+        stats = handle.stats
+    assert all(torch.isfinite(o[0]).all() for o in outputs)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(outputs, reference))  # every step recomputed
+    assert stats["nonfinite_fallbacks"] == 8 and stats["forecast_steps"] == 0  # 12 steps, 4 scheduled full

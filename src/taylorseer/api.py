@@ -24,7 +24,8 @@ class TaylorSeerHandle:
     @property
     def stats(self) -> dict[str, Any]:
         """Counts of the current (or last) run: full_steps, forecast_steps, full_calls,
-        forecast_calls, steps, cached_modules, cache_bytes (bytes of factors held now)."""
+        forecast_calls, nonfinite_fallbacks (forecasts that overflowed and were recomputed),
+        steps, cached_modules, cache_bytes (bytes of factors held now)."""
         return self._engine.stats
 
     def reset(self) -> None:

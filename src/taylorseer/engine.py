@@ -71,7 +71,9 @@ class Engine:
         self.ready: dict[int, InputSignature] = {}  # branch -> inputs of its last full call
         for feature in self.features:
             feature.drop()
-        self.counts = dict(full_steps=0, forecast_steps=0, full_calls=0, forecast_calls=0)
+        self.counts = dict(
+            full_steps=0, forecast_steps=0, full_calls=0, forecast_calls=0, nonfinite_fallbacks=0
+        )
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallContext:
         """Place a top-level call in the run and decide whether it runs in full."""
@@ -96,6 +98,17 @@ class Engine:
         self.context = CallContext(step, branch, full, x, 0 if quirk else config.order)
         self._signature = signature
         return self.context
+
+    def fall_back_to_full(self, context: CallContext) -> None:
+        """Turn a forecast call whose output was not finite into a full call."""
+        context.full = True
+        context.scratch.clear()
+        self.counts["nonfinite_fallbacks"] += 1
+        self.counts["forecast_calls"] -= 1
+        self.counts["full_calls"] += 1
+        if context.branch == 0:
+            self.counts["forecast_steps"] -= 1
+            self.counts["full_steps"] += 1
 
     def end(self, succeeded: bool) -> None:
         """Close the call: a full call that finished makes its branch ready to forecast."""

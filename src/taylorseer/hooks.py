@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves
 
 from taylorseer.discovery import Block
 from taylorseer.engine import CallContext, Engine
@@ -22,6 +23,12 @@ Undo = Callable[[], None]
 
 def is_wrapped(module: nn.Module) -> bool:
     return getattr(module.__dict__.get("forward"), "_taylorseer", False)
+
+
+def _all_finite(output: Any) -> bool:
+    """Whether every tensor in `output` is finite: one scalar leaves the device."""
+    tensors = [leaf for leaf in tree_leaves(output) if isinstance(leaf, Tensor)]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 def wrap_forward(module: nn.Module, make: Callable[[Forward], Forward]) -> Undo:
@@ -50,9 +57,15 @@ def hook_model(model: nn.Module, engine: Engine, forecast_output: bool) -> Undo:
             context = engine.begin(args, kwargs)
             succeeded = False
             try:
-                if feature is not None and not context.full:
-                    output = feature.predict(context.branch, context.x)
-                else:
+                if not context.full:
+                    output = (
+                        original(*args, **kwargs)
+                        if feature is None
+                        else feature.predict(context.branch, context.x)
+                    )
+                    if not _all_finite(output):
+                        engine.fall_back_to_full(context)  # a forecast overflowed: compute the step
+                if context.full:
                     output = original(*args, **kwargs)
                     if feature is not None:
                         feature.record(context.branch, output, context.x, context.order)
