@@ -54,7 +54,32 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", default="a photo of a cat", help="prompt, for diffusers pipelines")
     generate.add_argument("--output", type=Path, default=Path("taylorseer.png"), help="PNG to write")
     generate.add_argument("--no-cache", action="store_true", help="full compute only")
+
+    bench = commands.add_parser(
+        "bench",
+        help="every method side by side on one model and one set of seeds",
+        description="Full compute, our configurations, plain reuse, fewer steps at equal model "
+        "evaluations and the peers (diffusers TaylorSeerCache, cache-dit), on the same seeds: "
+        "FLOPs, latency, memory and fidelity. Writes bench.json, bench.md and pareto.png.",
+    )
+    bench.add_argument("--models", type=_models, default=list(BENCH_MODELS), help="comma-separated")
+    bench.add_argument("--samples", type=_positive, default=100, help="images per bundled model")
+    bench.add_argument("--repeats", type=_positive, default=3, help="timed runs per method (median)")
+    bench.add_argument("--seed", type=int, default=1000)
+    bench.add_argument("--out", type=Path, default=Path("docs/results"), help="output folder")
+    bench.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
     return parser
+
+
+BENCH_MODELS = ("dit-digits", "flux-digits", "flux-large")
+
+
+def _models(text: str) -> list[str]:
+    models = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [m for m in models if m not in BENCH_MODELS]
+    if not models or unknown:
+        raise argparse.ArgumentTypeError(f"--models takes some of {', '.join(BENCH_MODELS)}; got {text!r}")
+    return models
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -86,8 +111,14 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    return _generate(args, parser)  # the only subcommand so far
+    if args.command == "bench":
+        from taylorseer import bench_run
+
+        args.argv = argv[1:]
+        return bench_run.main(args)
+    return _generate(args, parser)
 
 
 if __name__ == "__main__":

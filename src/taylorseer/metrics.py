@@ -29,3 +29,12 @@ def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     root = linalg.sqrtm(cov_a @ cov_b).real
     mean_gap = ((a.mean(0) - b.mean(0)) ** 2).sum()
     return float(mean_gap + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
+
+
+def ssim(output: Tensor, reference: Tensor, data_range: float = 2.0) -> float:
+    """Mean structural similarity (scikit-image) over a batch of (N, C, H, W) images."""
+    from skimage.metrics import structural_similarity
+
+    pairs = zip(output.double().numpy(), reference.double().numpy())
+    values = [structural_similarity(a, b, data_range=data_range, channel_axis=0) for a, b in pairs]
+    return float(sum(values) / len(values))

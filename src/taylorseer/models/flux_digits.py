@@ -10,6 +10,7 @@ channels as FLUX packs its VAE latents; sampling is rectified-flow Euler on shif
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,13 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from taylorseer.models.digits import LATENT_CHANNELS, LATENT_SIZE, NUM_CLASSES
+from taylorseer.models.digits import LATENT_CHANNELS, NUM_CLASSES
 
 if TYPE_CHECKING:
     from taylorseer import TaylorSeerConfig
 
 TEXT_TOKENS = 4
-GRID = LATENT_SIZE // 2  # tokens per side after 2x2 packing
 TRANSFORMER_CONFIG = dict(
     patch_size=1, in_channels=4 * LATENT_CHANNELS, num_layers=2, num_single_layers=4,
     attention_head_dim=32, num_attention_heads=4, joint_attention_dim=64, pooled_projection_dim=64,
@@ -46,26 +46,29 @@ class ClassConditioning(nn.Module):
 
 
 def pack(latents: Tensor) -> Tensor:
-    """(N, 4, 8, 8) -> (N, 16 tokens, 16 channels), each token a 2x2 patch."""
+    """(N, C, H, W) -> (N, H/2 * W/2 tokens, 4C channels), each token a 2x2 patch (square H = W)."""
     return F.pixel_unshuffle(latents, 2).flatten(2).transpose(1, 2)
 
 
 def unpack(tokens: Tensor) -> Tensor:
-    """(N, 16, 16) -> (N, 4, 8, 8)."""
-    return F.pixel_shuffle(tokens.transpose(1, 2).reshape(tokens.shape[0], -1, GRID, GRID), 2)
+    """(N, G*G, 4C) -> (N, C, 2G, 2G)."""
+    grid = math.isqrt(tokens.shape[1])
+    return F.pixel_shuffle(tokens.transpose(1, 2).reshape(tokens.shape[0], -1, grid, grid), 2)
 
 
-def image_ids() -> Tensor:
-    """(16, 3) rotary position ids (0, row, col) of the packed tokens."""
-    rows, cols = torch.meshgrid(torch.arange(GRID), torch.arange(GRID), indexing="ij")
+def image_ids(tokens: int) -> Tensor:
+    """(tokens, 3) rotary position ids (0, row, col) of a square grid of packed tokens."""
+    grid = math.isqrt(tokens)
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     return torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3).float()
 
 
 def velocity(transformer: nn.Module, tokens: Tensor, sigma: Tensor, text: Tensor, pooled: Tensor) -> Tensor:
-    """The transformer's flow prediction for packed `tokens` (N, 16, 16) at noise level sigma (N,)."""
+    """The transformer's flow prediction for packed `tokens` (N, T, C) at noise level sigma (N,)."""
     return transformer(
         hidden_states=tokens, timestep=sigma, encoder_hidden_states=text, pooled_projections=pooled,
-        img_ids=image_ids().to(tokens.device), txt_ids=torch.zeros(TEXT_TOKENS, 3, device=tokens.device),
+        img_ids=image_ids(tokens.shape[1]).to(tokens.device),
+        txt_ids=torch.zeros(text.shape[1], 3, device=tokens.device),
         return_dict=False,
     )[0]  # fmt: skip
 

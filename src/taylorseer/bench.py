@@ -1,0 +1,167 @@
+"""`taylorseer bench`: every method on one model and one set of seeds, in one process.
+
+Each row samples the same noise and labels; fidelity is measured against the full-compute
+row of the same run, speed as ratios to it. Methods are data (`Method`); what varies between
+models is a `Subject`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from taylorseer.api import apply_taylorseer
+from taylorseer.config import TaylorSeerConfig
+from taylorseer.metrics import psnr, relative_l2, ssim
+
+STEPS = 50
+
+
+@dataclass
+class Subject:
+    """A model under test: its transformer, a sampler, the fixed noise and labels."""
+
+    name: str
+    family: str  # "dit" | "flux": picks the paper's defaults and the peers' settings
+    transformer: nn.Module
+    sample: Callable[[int], Tensor]  # steps -> images (N, 1, H, W) in [-1, 1], full compute
+    labels: Tensor
+    scorer: Callable[[Tensor], dict[str, float]] | None = None  # images -> accuracy, FID-proxy
+
+
+@dataclass
+class Method:
+    """One row: how the transformer is (or is not) accelerated."""
+
+    label: str
+    kind: str  # "full" | "ours" | "fewer-steps" | "peer"
+    steps: int = STEPS
+    config: TaylorSeerConfig | None = None
+    peer: Callable[[nn.Module], Any] | None = None  # applies a peer; returns an object with remove()
+
+
+@dataclass
+class Row:
+    method: str
+    kind: str
+    full_steps: int | None
+    flops: int
+    latency_s: float
+    peak_memory_bytes: int | None
+    cache_bytes: int | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def paper_preset(family: str) -> TaylorSeerConfig:
+    """The official code's defaults for the family (shared/ALGORITHM.md section 1)."""
+    return {
+        "dit": TaylorSeerConfig.official(interval=4, order=4, first_enhance=2),
+        "flux": TaylorSeerConfig.official(interval=6, order=1, first_enhance=3),
+    }[family]
+
+
+def our_methods(family: str, default: TaylorSeerConfig | None = None) -> list[Method]:
+    """Our rows: the paper preset, our default, each granularity at the default's schedule,
+    plain reuse at that schedule, and fewer steps at the default's number of evaluations."""
+    default = default or TaylorSeerConfig()
+    from taylorseer.schedule import full_step_indices
+
+    evaluations = len(
+        full_step_indices(STEPS, default.interval, default.effective_warmup, 0, default.full_steps)
+    )
+    methods = [
+        Method("full compute", "full"),
+        Method("TaylorSeer official preset", "ours", config=paper_preset(family)),
+        Method("ours: default", "ours", config=default),
+    ]
+    for granularity in ("module", "block", "stack", "model"):
+        if granularity != default.granularity:
+            config = dataclasses.replace(default, granularity=granularity)
+            methods.append(Method(f"ours: granularity {granularity}", "ours", config=config))
+    reuse = dataclasses.replace(default, order=0, warmup=default.effective_warmup)
+    methods.append(Method("FORA (order 0, same schedule)", "ours", config=reuse))
+    methods.append(Method(f"fewer steps ({evaluations})", "fewer-steps", steps=evaluations))
+    return methods
+
+
+@contextlib.contextmanager
+def applied(method: Method, transformer: nn.Module) -> Iterator[Callable[[], dict[str, Any]]]:
+    """Apply the method's cache for the duration; yields a function returning its statistics."""
+    if method.kind == "ours":
+        config = dataclasses.replace(method.config, num_steps=method.steps)
+        with apply_taylorseer(transformer, config) as handle:
+            yield lambda: dict(full_steps=handle.stats["full_steps"], cache_bytes=handle.stats["cache_bytes"])
+    elif method.kind == "peer":
+        peer = method.peer(transformer)
+        try:
+            yield lambda: dict(full_steps=peer.computed_steps(), cache_bytes=None)
+        finally:
+            peer.remove()
+    else:
+        yield lambda: dict(full_steps=method.steps, cache_bytes=None)
+
+
+def _peak_memory(run: Callable[[], Tensor]) -> tuple[Tensor, int | None]:
+    if not torch.cuda.is_available():
+        return run(), None
+    torch.cuda.reset_peak_memory_stats()
+    output = run()
+    return output, torch.cuda.max_memory_allocated()
+
+
+def run_method(subject: Subject, method: Method, repeats: int) -> tuple[Row, Tensor]:
+    """Sample with the method: a warm-up run (its images are scored), timed repeats, FLOPs."""
+    with applied(method, subject.transformer) as statistics_of:
+        images, peak = _peak_memory(lambda: subject.sample(method.steps))
+        stats = statistics_of()
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subject.sample(method.steps)
+            seconds.append(time.perf_counter() - start)
+        with FlopCounterMode(display=False) as counter:
+            subject.sample(method.steps)
+    row = Row(
+        method.label, method.kind, stats["full_steps"], counter.get_total_flops(),
+        statistics.median(seconds), peak, stats["cache_bytes"],
+    )  # fmt: skip
+    return row, images
+
+
+def score(subject: Subject, rows: list[Row], images: list[Tensor]) -> None:
+    """Fidelity of every row against the first (full compute); the scorer's metrics too."""
+    reference = images[0]
+    for row, output in zip(rows, images):
+        row.metrics.update(
+            psnr=psnr(output, reference), ssim=ssim(output, reference), rel_l2=relative_l2(output, reference)
+        )
+        if subject.scorer is not None:
+            row.metrics.update(subject.scorer(output))
+
+
+def run(
+    subject: Subject, methods: list[Method], repeats: int = 3, log: Callable[[str], None] = print
+) -> list[Row]:
+    """All methods on one subject; the first method must be full compute."""
+    if methods[0].kind != "full":
+        raise ValueError(f"the first method must be full compute, got {methods[0].label!r}")
+    rows, images = [], []
+    for method in methods:
+        row, output = run_method(subject, method, repeats)
+        rows.append(row)
+        images.append(output)
+        log(f"{subject.name:12s} {method.label:45s} {row.latency_s:7.3f} s  full steps {row.full_steps}")
+    score(subject, rows, images)
+    return rows

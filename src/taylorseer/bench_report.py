@@ -1,0 +1,116 @@
+"""Writing `taylorseer bench` results: JSON, a Markdown table per model, a Pareto plot, targets."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from taylorseer.bench import Row
+
+COLUMNS = [
+    ("full steps", lambda row, base: "" if row.full_steps is None else str(row.full_steps)),
+    ("GFLOPs", lambda row, base: f"{row.flops / 1e9:.1f}"),
+    ("FLOPs speedup", lambda row, base: f"{base.flops / row.flops:.2f}x"),
+    ("latency (s)", lambda row, base: f"{row.latency_s:.3f}"),
+    ("latency speedup", lambda row, base: f"{base.latency_s / row.latency_s:.2f}x"),
+    (
+        "cache memory",
+        lambda row, base: "" if row.cache_bytes is None else f"{row.cache_bytes / 2**20:.2f} MiB",
+    ),
+    (
+        "peak memory",
+        lambda row, base: "" if row.peak_memory_bytes is None else f"{row.peak_memory_bytes / 2**20:.0f} MiB",
+    ),
+    ("PSNR (dB)", lambda row, base: _number(row.metrics.get("psnr"))),
+    ("SSIM", lambda row, base: _number(row.metrics.get("ssim"), 4)),
+    ("rel. L2", lambda row, base: _number(row.metrics.get("rel_l2"), 4)),
+    ("accuracy", lambda row, base: _percent(row.metrics.get("accuracy"))),
+    ("FID-proxy", lambda row, base: _number(row.metrics.get("fid_proxy"))),
+]
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """One model's rows; ratios are to the first row (full compute)."""
+    base = rows[0]
+    columns = [(name, cell) for name, cell in COLUMNS if any(cell(row, base) for row in rows)]
+    lines = ["| method | " + " | ".join(name for name, _ in columns) + " |"]
+    lines.append("|---|" + "---:|" * len(columns))
+    for row in rows:
+        lines.append(f"| {row.method} | " + " | ".join(cell(row, base) for _, cell in columns) + " |")
+    return "\n".join(lines)
+
+
+def save_json(path: Path, results: dict[str, list[Row]], settings: dict) -> None:
+    data = {
+        "settings": settings,
+        "models": {name: [row.as_dict() for row in rows] for name, rows in results.items()},
+    }
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+
+
+def pareto_plot(path: Path, results: dict[str, list[Row]]) -> None:
+    """PSNR vs latency speedup, one marker per method, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for axis, (name, rows) in zip(axes[0], results.items()):
+        base = rows[0]
+        for row in rows[1:]:
+            value = row.metrics.get("psnr", math.nan)
+            marker = {"ours": "o", "peer": "s", "fewer-steps": "^"}.get(row.kind, "x")
+            axis.scatter(base.latency_s / row.latency_s, value, marker=marker, s=50)
+            axis.annotate(row.method, (base.latency_s / row.latency_s, value), fontsize=7, xytext=(4, 2),
+                          textcoords="offset points")  # fmt: skip
+        axis.set_xlabel("latency speedup vs full compute")
+        axis.set_ylabel("PSNR vs full compute (dB)")
+        axis.set_title(name)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def targets(results: dict[str, list[Row]]) -> list[str]:
+    """The issue's targets, each as met / missed by how much, from the rows of this run."""
+    lines = []
+    for name, rows in results.items():
+        by_label = {row.method: row for row in rows}
+        ours = by_label.get("ours: default")
+        if ours is None:
+            continue
+        peers = [row for row in rows if row.kind == "peer" and "psnr" in row.metrics]
+        fewer = next((row for row in rows if row.kind == "fewer-steps"), None)
+        if peers and name != "flux-large":
+            best = max(peers, key=lambda row: row.metrics["psnr"])
+            gap = ours.metrics["psnr"] - best.metrics["psnr"]
+            lines.append(
+                f"{name}: ours {ours.metrics['psnr']:.2f} dB ({ours.full_steps} full steps) vs best peer "
+                f"{best.method} {best.metrics['psnr']:.2f} dB ({best.full_steps} full steps): "
+                f"{gap:+.2f} dB, target +3 dB {'met' if gap >= 3 else 'missed'}"
+            )
+        if fewer is not None and name != "flux-large":
+            gap = ours.metrics["psnr"] - fewer.metrics["psnr"]
+            verdict = "met" if gap >= 3 else "missed"
+            lines.append(f"{name}: ours vs {fewer.method}: {gap:+.2f} dB, target +3 dB {verdict}")
+        if name == "flux-large":
+            latency = rows[0].latency_s / ours.latency_s
+            flops = rows[0].flops / ours.flops
+            lines.append(
+                f"{name}: latency speedup {latency:.2f}x vs FLOPs speedup {flops:.2f}x: ratio "
+                f"{latency / flops:.2f}, target >= 0.9 {'met' if latency >= 0.9 * flops else 'missed'}"
+            )
+    return lines

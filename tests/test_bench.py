@@ -1,0 +1,53 @@
+"""Smoke test of the benchmark harness on a tiny random DiT (the real runs are in docs/results)."""
+
+import json
+import math
+
+import torch
+
+from taylorseer import bench, bench_report, bench_run
+from taylorseer.models.dit import DiT, sample
+
+
+def tiny_subject() -> bench.Subject:
+    torch.manual_seed(0)
+    model = DiT(
+        input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10
+    )
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model.eval()
+    labels = torch.tensor([1, 2])
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def run(steps: int) -> torch.Tensor:
+        return sample(model, noise, labels, steps=steps, cfg_scale=2.0).clamp(-1, 1)
+
+    return bench.Subject("tiny-dit", "dit", model, run, labels)
+
+
+def test_bench_rows_reports_and_targets(tmp_path):
+    subject = tiny_subject()
+    methods = bench.our_methods("dit")
+    rows = bench.run(subject, methods, repeats=1, log=lambda line: None)
+    by_label = {row.method: row for row in rows}
+    assert [row.method for row in rows] == [m.label for m in methods]
+    full, ours = by_label["full compute"], by_label["ours: default"]
+    assert math.isinf(full.metrics["psnr"]) and full.full_steps == 50
+    assert full.flops / ours.flops > 3  # 12 of 50 steps run the model
+    assert 10 < ours.metrics["psnr"] < math.inf and 0 < ours.metrics["ssim"] < 1
+    fewer = next(row for row in rows if row.kind == "fewer-steps")
+    assert fewer.full_steps == ours.full_steps  # the honest baseline: equal model evaluations
+    module = by_label["ours: granularity module"]
+    assert module.cache_bytes > ours.cache_bytes > 0  # the whole-output cache is the leanest
+
+    results = {"tiny-dit": rows}
+    bench_run.write(tmp_path, results, {"command": "taylorseer bench --test"}, seconds=1.0)
+    table = (tmp_path / "bench.md").read_text()
+    assert all(m.label in table for m in methods) and "taylorseer bench --test" in table
+    assert (
+        json.loads((tmp_path / "bench.json").read_text())["models"]["tiny-dit"][0]["method"] == "full compute"
+    )
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert any("fewer steps" in line and "target +3 dB" in line for line in bench_report.targets(results))
