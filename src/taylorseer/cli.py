@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=1000)
     bench.add_argument("--out", type=Path, default=Path("docs/results"), help="output folder")
     bench.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
+    bench.add_argument("--sweep", action="store_true", help="intervals 3-8 x orders 0-4 on dit-digits")
     return parser
 
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         from taylorseer import bench_run
 
         args.argv = argv[1:]
-        return bench_run.main(args)
+        return bench_run.sweep(args) if args.sweep else bench_run.main(args)
     return _generate(args, parser)
 
 
