@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", default="a photo of a cat", help="prompt, for diffusers pipelines")
     generate.add_argument("--output", type=Path, default=Path("taylorseer.png"), help="PNG to write")
     generate.add_argument("--no-cache", action="store_true", help="full compute only")
+    generate.add_argument("--config", type=Path, help="a TaylorSeerConfig JSON (e.g. from calibrate)")
 
     bench = commands.add_parser(
         "bench",
@@ -69,6 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("docs/results"), help="output folder")
     bench.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
     bench.add_argument("--sweep", action="store_true", help="intervals 3-8 x orders 0-4 on dit-digits")
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="search where a budget of full steps should go, on a few samples; write a JSON config",
+        description="Search the placement of --budget full steps that brings cached samples closest to "
+        "full compute on calibration seeds; report the PSNR on those and on held-out seeds; write the "
+        "TaylorSeerConfig as JSON (load it with TaylorSeerConfig.from_json or generate --config).",
+    )
+    calibrate.add_argument("--model", choices=("dit-digits", "flux-digits"), default="dit-digits")
+    calibrate.add_argument("--steps", type=_positive, default=50)
+    calibrate.add_argument("--budget", type=_positive, default=12, help="full steps to place")
+    calibrate.add_argument("--order", type=int, default=defaults.order)
+    calibrate.add_argument("--granularity", default=defaults.granularity)
+    calibrate.add_argument("--samples", type=_positive, default=10, help="calibration samples")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the calibration samples")
+    calibrate.add_argument("--held-out-seed", type=int, default=5000, help="seed of the evaluation samples")
+    calibrate.add_argument("--output", type=Path, default=Path("schedule.json"))
     return parser
 
 
@@ -88,7 +106,12 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from taylorseer.models.bundled import BUNDLED_MODELS
 
     try:
-        config = None if args.no_cache else TaylorSeerConfig(interval=args.interval, order=args.order)
+        if args.no_cache:
+            config = None
+        elif args.config is not None:
+            config = TaylorSeerConfig.from_json(args.config)
+        else:
+            config = TaylorSeerConfig(interval=args.interval, order=args.order)
         generate.check_writable(args.output)
     except ValueError as error:
         parser.error(str(error))
@@ -99,13 +122,34 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     panels = [(f"full compute: {full.seconds:.2f} s", full.images)]
     title = f"{args.model}, {args.steps} steps, seed {args.seed}"
     if cached is not None:
-        label = (
-            f"TaylorSeer (interval {args.interval}, order {args.order}): {cached.seconds:.2f} s, "
-            f"{full.seconds / cached.seconds:.2f}x faster"
-        )
+        which = args.config.name if args.config else f"interval {args.interval}, order {args.order}"
+        label = f"TaylorSeer ({which}): {cached.seconds:.2f} s, {full.seconds / cached.seconds:.2f}x faster"
         panels.append((label, cached.images))
     generate.save_side_by_side(args.output, panels, columns, title)
     print(generate.summary(full, cached, args.steps))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from taylorseer.calibrate import calibrate_bundled
+    from taylorseer.generate import check_writable
+
+    try:
+        base = TaylorSeerConfig(order=args.order, granularity=args.granularity)
+        if args.budget <= base.effective_warmup or args.budget > args.steps:
+            raise ValueError(
+                f"--budget {args.budget} must exceed the warm-up ({base.effective_warmup}) "
+                f"and be at most --steps {args.steps}"
+            )
+        check_writable(args.output)
+    except ValueError as error:
+        parser.error(str(error))
+    config, lines = calibrate_bundled(
+        args.model, base, args.steps, args.budget, args.samples, args.seed, args.held_out_seed
+    )
+    config.to_json(args.output)
+    print("\n".join(lines))
     print(f"wrote {args.output}")
     return 0
 
@@ -114,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        return _calibrate(args, parser)
     if args.command == "bench":
         from taylorseer import bench_run
 
