@@ -1,5 +1,7 @@
 """Hook lifecycle on the toy DiT-like model."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -238,3 +240,32 @@ def test_a_forecast_that_overflows_falls_back_to_full_compute(granularity):
     assert all(torch.isfinite(o[0]).all() for o in outputs)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(outputs, reference))  # every step recomputed
     assert stats["nonfinite_fallbacks"] == 8 and stats["forecast_steps"] == 0  # 12 steps, 4 scheduled full
+
+
+def test_memory_budget_falls_back_to_a_leaner_granularity_and_is_never_exceeded():
+    model = ToyDiT(depth=3, modulated=True, mix=0.5)
+    timesteps = nonuniform_timesteps(12)
+    x = hidden(dtype=torch.float32)
+    feature = 2 * 4 * 8 * 4  # bytes of one (2, 4, 8) float32 feature
+    # order 1: module needs 6 units x 2 factors; model needs 1 x 2 factors
+    budget = 3 * feature
+    config = TaylorSeerConfig(interval=3, order=1, granularity="module", memory_budget=budget)
+    with pytest.warns(UserWarning) as caught, apply_taylorseer(model, config) as handle:
+        outputs = run(model, timesteps, x)
+        stats = handle.stats
+    assert [str(w.message).split(": ")[-1] for w in caught] == [
+        "using granularity 'block'",
+        "using granularity 'stack'",
+    ]
+    assert stats["granularity"] == "stack" and 0 < stats["cache_bytes"] <= budget
+    assert stats["forecast_steps"] > 0
+    with apply_taylorseer(model, dataclasses.replace(config, granularity="stack", memory_budget=None)):
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(outputs, run(model, timesteps, x)))
+    too_small = dataclasses.replace(config, memory_budget=feature)
+    with (
+        pytest.raises(ValueError, match=f"memory_budget={feature} bytes is too small"),
+        pytest.warns(UserWarning),
+        apply_taylorseer(model, too_small),
+    ):
+        run(model, timesteps, x)
+    assert "forward" not in model.__dict__  # the failed run left the model clean

@@ -15,11 +15,11 @@ from taylorseer.engine import Engine
 class TaylorSeerHandle:
     """What `apply_taylorseer` returns: `stats`, `reset()` and `remove()`."""
 
-    def __init__(self, model: nn.Module, engine: Engine, undo: list[hooks.Undo]) -> None:
+    def __init__(self, model: nn.Module, engine: Engine, undo: hooks.Undo) -> None:
         self.model = model
         self.config = engine.config
         self._engine = engine
-        self._undo = undo
+        self._undo: hooks.Undo | None = undo
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -37,8 +37,7 @@ class TaylorSeerHandle:
         """Restore the model's original forwards and free the cache."""
         if self._undo is None:
             raise RuntimeError("this TaylorSeer handle was already removed")
-        for undo in reversed(self._undo):
-            undo()
+        self._undo()
         self._undo = None
         self._engine.reset()
 
@@ -70,21 +69,37 @@ def apply_taylorseer(model: nn.Module, config: TaylorSeerConfig | None = None) -
             "set TaylorSeerConfig(num_steps=...)"
         )
     engine = Engine(config, timestep_argument(model))
-    undo: list[hooks.Undo] = []
+    unit_hooks: list[hooks.Undo] = []
+
+    def uninstall() -> None:
+        for undo in reversed(unit_hooks):
+            undo()
+        unit_hooks.clear()
+
+    def install(granularity: str) -> None:
+        uninstall()
+        engine.clear_features()
+        _hook_cached_units(model, engine, granularity, unit_hooks)
+
+    engine.install = install
     try:
-        _hook_cached_units(model, engine, undo)
-        undo.append(hooks.hook_model(model, engine, forecast_output=config.granularity == "model"))
+        install(config.granularity)
+        undo_model = hooks.hook_model(model, engine)
     except BaseException:
-        for step in reversed(undo):
-            step()
+        uninstall()
         raise
-    return TaylorSeerHandle(model, engine, undo)
+
+    def remove() -> None:
+        uninstall()
+        undo_model()
+
+    return TaylorSeerHandle(model, engine, remove)
 
 
-def _hook_cached_units(model: nn.Module, engine: Engine, undo: list[hooks.Undo]) -> None:
-    """Install the hooks of the config's granularity, appending each one's undo as it goes."""
-    granularity = engine.config.granularity
+def _hook_cached_units(model: nn.Module, engine: Engine, granularity: str, undo: list[hooks.Undo]) -> None:
+    """Install the hooks of `granularity`, appending each one's undo as it goes."""
     if granularity == "model":
+        engine.model_feature = engine.new_feature("")
         return
     blocks = discover_blocks(model)
     if granularity == "module":

@@ -33,6 +33,7 @@ class TaylorSeerConfig:
     granularity: str = "model"  # what is forecast: "module" | "block" | "stack" | "model"
     factors_dtype: str | None = None  # storage dtype of the factors; None = the feature's dtype
     official_quirks: bool = False  # official code: no derivatives before step warmup - 1
+    memory_budget: int | None = None  # bytes of cached factors; over it -> a leaner granularity
 
     def __post_init__(self) -> None:
         _require_int("interval", self.interval, minimum=1)
@@ -47,6 +48,8 @@ class TaylorSeerConfig:
         _require_choice("granularity", self.granularity, GRANULARITIES)
         if self.factors_dtype is not None:
             _require_choice("factors_dtype", self.factors_dtype, FACTOR_DTYPES)
+        if self.memory_budget is not None:
+            _require_int("memory_budget", self.memory_budget, minimum=1)
         if not isinstance(self.official_quirks, bool):
             raise ValueError(f"official_quirks must be a bool, got {self.official_quirks!r}")
         if self.full_steps is not None:

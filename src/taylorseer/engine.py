@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,10 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from taylorseer.config import TaylorSeerConfig
+from taylorseer.config import GRANULARITIES, TaylorSeerConfig
 from taylorseer.discovery import Argument
 from taylorseer.schedule import is_full_step
-from taylorseer.state import CachedFeature, ForecastRule, StepClock
+from taylorseer.state import BudgetExceeded, CachedFeature, ForecastRule, MemoryBudget, StepClock
 
 InputSignature = tuple[tuple[Any, tuple[int, ...], torch.dtype, torch.device], ...]
 
@@ -55,15 +56,47 @@ class Engine:
         self.timestep = timestep
         dtype = getattr(torch, config.factors_dtype) if config.factors_dtype else None
         self.rule = ForecastRule(config.form, config.order, dtype)
+        self.budget = MemoryBudget(config.memory_budget)
+        self.granularity = config.granularity  # may turn leaner to fit the memory budget
         self.features: list[CachedFeature] = []
+        self.model_feature: CachedFeature | None = None  # granularity "model": the output itself
         self.on_full_call_end: list[Callable[[CallContext], None]] = []
+        self.install: Callable[[str], None] = lambda granularity: None  # set by apply_taylorseer
         self.context: CallContext | None = None
         self.reset()
 
     def new_feature(self, path: str) -> CachedFeature:
-        feature = CachedFeature(path, self.rule)
+        feature = CachedFeature(path, self.rule, self.budget)
         self.features.append(feature)
         return feature
+
+    def clear_features(self) -> None:
+        """Forget the cached units (before hooks of another granularity are installed)."""
+        self.features.clear()
+        self.on_full_call_end.clear()
+        self.model_feature = None
+        self.budget.release()
+        self.ready.clear()
+
+    def downgrade(self, exceeded: BudgetExceeded) -> None:
+        """Install the next leaner granularity that can hold the factors, or raise."""
+        order = GRANULARITIES
+        for leaner in order[order.index(self.granularity) + 1 :]:
+            try:
+                self.install(leaner)
+            except ValueError:
+                continue  # this model's blocks do not allow that granularity
+            warnings.warn(
+                f"TaylorSeer granularity {self.granularity!r} needs {exceeded.needed} bytes of cache, over "
+                f"memory_budget={exceeded.limit}: using granularity {leaner!r}",
+                stacklevel=3,
+            )
+            self.granularity = leaner
+            return
+        raise ValueError(
+            f"memory_budget={exceeded.limit} bytes is too small: granularity {self.granularity!r}, the "
+            f"leanest this model allows, needs {exceeded.needed} bytes"
+        ) from exceeded
 
     def reset(self) -> None:
         """Forget every cached factor and start counting a new run."""
@@ -71,6 +104,7 @@ class Engine:
         self.ready: dict[int, InputSignature] = {}  # branch -> inputs of its last full call
         for feature in self.features:
             feature.drop()
+        self.budget.release()
         self.counts = dict(
             full_steps=0, forecast_steps=0, full_calls=0, forecast_calls=0, nonfinite_fallbacks=0
         )
@@ -110,22 +144,24 @@ class Engine:
             self.counts["forecast_steps"] -= 1
             self.counts["full_steps"] += 1
 
+    def record_call(self, context: CallContext) -> None:
+        """After a full call's forward: let the hooks that record at the end of a call do so."""
+        for record in self.on_full_call_end:
+            record(context)
+
     def end(self, succeeded: bool) -> None:
         """Close the call: a full call that finished makes its branch ready to forecast."""
         context, self.context = self.context, None
         if not succeeded:
             self.reset()  # the run is broken: half-recorded factors are never reused
-            return
-        if not context.full:
-            return
-        for finish in self.on_full_call_end:
-            finish(context)
-        self.ready[context.branch] = self._signature
+        elif context.full:
+            self.ready[context.branch] = self._signature
 
     def _drop_branch(self, branch: int) -> None:
         self.ready.pop(branch, None)
         for feature in self.features:
             feature.drop(branch)
+        self.budget.release(branch)
 
     def _scheduled_full(self, step: int) -> bool:
         config = self.config
@@ -138,10 +174,11 @@ class Engine:
         )  # fmt: skip
 
     @property
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return dict(
             self.counts,
             steps=self.clock.step + 1,
+            granularity=self.granularity,
             cached_modules=len(self.features),
             cache_bytes=sum(feature.nbytes for feature in self.features),
         )

@@ -16,6 +16,7 @@ from torch.utils._pytree import tree_leaves
 
 from taylorseer.discovery import Block
 from taylorseer.engine import CallContext, Engine
+from taylorseer.state import BudgetExceeded
 
 Forward = Callable[..., Any]
 Undo = Callable[[], None]
@@ -48,27 +49,37 @@ def wrap_forward(module: nn.Module, make: Callable[[Forward], Forward]) -> Undo:
     return undo
 
 
-def hook_model(model: nn.Module, engine: Engine, forecast_output: bool) -> Undo:
+def hook_model(model: nn.Module, engine: Engine) -> Undo:
     """The top-level wrapper: opens a CallContext; at granularity "model" it forecasts the output."""
-    feature = engine.new_feature("") if forecast_output else None
 
     def make(original: Forward) -> Forward:
+        def call(context: CallContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if not context.full:
+                feature = engine.model_feature
+                output = (
+                    original(*args, **kwargs)
+                    if feature is None
+                    else feature.predict(context.branch, context.x)
+                )
+                if _all_finite(output):
+                    return output
+                engine.fall_back_to_full(context)  # a forecast overflowed: compute the step
+            while True:
+                try:
+                    output = original(*args, **kwargs)
+                    if engine.model_feature is not None:
+                        engine.model_feature.record(context.branch, output, context.x, context.order)
+                    engine.record_call(context)
+                    return output
+                except BudgetExceeded as exceeded:
+                    engine.downgrade(exceeded)  # hooks of a leaner granularity; then run the step again
+                    context.scratch.clear()
+
         def forward(*args: Any, **kwargs: Any) -> Any:
             context = engine.begin(args, kwargs)
             succeeded = False
             try:
-                if not context.full:
-                    output = (
-                        original(*args, **kwargs)
-                        if feature is None
-                        else feature.predict(context.branch, context.x)
-                    )
-                    if not _all_finite(output):
-                        engine.fall_back_to_full(context)  # a forecast overflowed: compute the step
-                if context.full:
-                    output = original(*args, **kwargs)
-                    if feature is not None:
-                        feature.record(context.branch, output, context.x, context.order)
+                output = call(context, args, kwargs)
                 succeeded = True
                 return output
             finally:

@@ -75,18 +75,51 @@ class ForecastRule:
     storage_dtype: torch.dtype | None
 
 
+class BudgetExceeded(Exception):
+    """Raised before storing factors that would take the cache over its memory budget."""
+
+    def __init__(self, needed: int, limit: int) -> None:
+        super().__init__(f"the cache needs {needed} bytes, over its budget of {limit}")
+        self.needed, self.limit = needed, limit
+
+
+@dataclass
+class MemoryBudget:
+    """Bytes reserved per (cached unit, branch) at full order, checked before allocating."""
+
+    limit: int | None
+    reserved: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def reserve(self, key: tuple[int, int], nbytes: int) -> None:
+        if self.limit is None:
+            return
+        needed = sum(v for k, v in self.reserved.items() if k != key) + nbytes
+        if needed > self.limit:
+            raise BudgetExceeded(needed, self.limit)
+        self.reserved[key] = nbytes
+
+    def release(self, branch: int | None = None) -> None:
+        self.reserved = {k: v for k, v in self.reserved.items() if branch is not None and k[1] != branch}
+
+
 class CachedFeature:
     """One cached unit (a module, block, the stack or the model), with factors per CFG branch."""
 
-    def __init__(self, path: str, rule: ForecastRule) -> None:
+    def __init__(self, path: str, rule: ForecastRule, budget: MemoryBudget) -> None:
         self.path = path
         self.rule = rule
+        self.budget = budget
         self.branches: dict[int, FeatureFactors] = {}
 
     def record(self, branch: int, output: Any, x: float, order: int) -> None:
         """Fold a full step's output (a tensor or a tuple/dataclass of them) taken at abscissa `x`."""
         leaves, structure = tree_flatten(output)
         tensors = [leaf.detach() for leaf in leaves if isinstance(leaf, Tensor)]
+        itemsize = self.rule.storage_dtype.itemsize if self.rule.storage_dtype else None
+        full_order_bytes = (self.rule.order + 1) * sum(
+            t.numel() * (itemsize or t.element_size()) for t in tensors
+        )
+        self.budget.reserve((id(self), branch), full_order_bytes)
         old = self.branches.get(branch)
         if old is None or old.structure != structure or old.shapes != [t.shape for t in tensors]:
             old = FeatureFactors()  # first full step, or the output's structure changed
