@@ -38,6 +38,11 @@ _FLUX_STREAMS = dict(
     inputs=("hidden_states", "encoder_hidden_states"),
     outputs=("encoder_hidden_states", "hidden_states"),
 )
+# Dual-stream blocks that return (hidden_states, encoder_hidden_states), image stream first.
+_IMAGE_FIRST_STREAMS = dict(
+    inputs=("hidden_states", "encoder_hidden_states"),
+    outputs=("hidden_states", "encoder_hidden_states"),
+)
 
 BLOCK_SPECS: dict[str, BlockSpec] = {
     # taylorseer.models.dit (facebookresearch/DiT layout): attention and MLP of each block.
@@ -48,4 +53,23 @@ BLOCK_SPECS: dict[str, BlockSpec] = {
     "FluxSingleTransformerBlock": BlockSpec(
         cached=("proj_out",), skipped=("attn", "proj_mlp", "act_mlp"), **_FLUX_STREAMS
     ),
+    # HunyuanVideo double-stream block: as FLUX's, but it returns the image stream first.
+    "HunyuanVideoTransformerBlock": BlockSpec(cached=("attn", "ff", "ff_context"), **_IMAGE_FIRST_STREAMS),
+    # HunyuanVideo single-stream block: as FLUX's, but its attention returns an (image, text) tuple,
+    # which a skipped child cannot stand in for; it is cached too (its forecast only feeds proj_out).
+    "HunyuanVideoSingleTransformerBlock": BlockSpec(
+        cached=("attn", "proj_out"), skipped=("proj_mlp", "act_mlp"), **_IMAGE_FIRST_STREAMS
+    ),
+    # HunyuanVideo's text refiner (inside context_embedder) is an embedder: it always runs.
+    "HunyuanVideoIndividualTokenRefinerBlock": BlockSpec(cached=()),
+    # CogVideoX: joint attention returns (video, text) outputs; one MLP over both, split after.
+    "CogVideoXBlock": BlockSpec(cached=("attn1", "ff"), **_IMAGE_FIRST_STREAMS),
+    # Qwen-Image: joint attention returns (image, text) outputs; one MLP per stream.
+    "QwenImageTransformerBlock": BlockSpec(cached=("attn", "img_mlp", "txt_mlp"), **_FLUX_STREAMS),
+    # Handled by discovery alone (one stream, children among DEFAULT_CACHED_CHILDREN):
+    # WanTransformerBlock (attn1, attn2, ffn), LTXVideoTransformerBlock (attn1, attn2, ff),
+    # SanaTransformerBlock (attn1, optional attn2, ff), BasicTransformerBlock of DiT (attn1, ff) and
+    # PixArt (attn1, attn2, ff), SD3's JointTransformerBlock (attn, optional attn2, ff, ff_context; the
+    # last block has no ff_context, which a fixed `cached` tuple cannot express, so granularities
+    # "block" and "stack" do not know its two streams yet).
 }
