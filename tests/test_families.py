@@ -51,25 +51,14 @@ def _text(randn: Randn) -> dict[str, Any]:
     return dict(encoder_hidden_states=randn(TEXT, 32))
 
 
-_HIDREAM_TIMESTEPS = (
-    "HiDreamImageTransformer2DModel.forward takes `timesteps`, not among discovery.TIMESTEP_ARGUMENTS"
+_HIDREAM_WRAPPERS = (
+    "both of HiDream's block lists hold HiDreamBlock wrappers around a two-stream or a one-stream block, "
+    "so the attention and MLPs are grandchildren (block.attn1, ...) and one BlockSpec cannot describe both"
 )
 _HIDREAM = dict(
-    model=(ValueError, _HIDREAM_TIMESTEPS),
-    module=(
-        ValueError,
-        _HIDREAM_TIMESTEPS + "; then its block lists hold HiDreamBlock wrappers whose attention and MLPs "
-        "are grandchildren (block.attn1, ...), which BlockSpec.cached cannot name",
-    ),
-    block=(
-        (ValueError, RuntimeError),
-        _HIDREAM_TIMESTEPS + "; then caption_projection (a ModuleList of TextProjection) is found as a "
-        "block list, and one HiDreamBlock spec cannot fit both its two-stream and one-stream blocks",
-    ),
-    stack=(
-        (ValueError, KeyError),
-        _HIDREAM_TIMESTEPS + "; then the stack starts at caption_projection.0, a text projection",
-    ),
+    module=(ValueError, _HIDREAM_WRAPPERS),
+    block=((ValueError, RuntimeError, TypeError), _HIDREAM_WRAPPERS),
+    stack=((ValueError, RuntimeError, TypeError, KeyError), _HIDREAM_WRAPPERS),
 )
 
 FAMILIES: dict[str, Family] = {
@@ -92,14 +81,7 @@ FAMILIES: dict[str, Family] = {
         conditioning=lambda randn: dict(
             _text(randn), encoder_attention_mask=torch.ones(BATCH, TEXT), pooled_projections=randn(32)
         ),
-        cached_modules=1 * 3 + 1 * 2,  # double: attn, ff, ff_context; single: attn, proj_out; refiner: 0
-        broken=dict(
-            stack=(
-                RuntimeError,
-                "the text refiner's blocks (context_embedder.token_refiner.refiner_blocks) are found as a "
-                "block list, so the stack starts at a one-stream refiner block over the text tokens",
-            )
-        ),
+        cached_modules=1 * 3 + 1 * 1,  # double: attn, ff, ff_context; single: proj_out; refiner: never
     ),
     "wan": Family(
         "WanTransformer3DModel",
@@ -141,15 +123,6 @@ FAMILIES: dict[str, Family] = {
         latent=(4, 16, 16),
         conditioning=lambda randn: dict(_text(randn), pooled_projections=randn(32)),
         cached_modules=3 + 2,  # attn, ff, ff_context; the last block has no ff_context
-        broken={
-            granularity: (
-                ValueError,
-                "JointTransformerBlock has no table entry (so one stream is assumed, and it returns two): an "
-                "entry would break 'module' (the last block has no ff_context) and the last block returns "
-                "None as its text stream, which hooks.hook_block/hook_stack subtract from",
-            )
-            for granularity in ("block", "stack")
-        },
     ),
     "pixart": Family(
         "PixArtTransformer2DModel",

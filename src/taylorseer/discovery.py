@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from taylorseer.families import BLOCK_SPECS, DEFAULT_CACHED_CHILDREN, BlockSpec
+from taylorseer.families import BLOCK_SPECS, DEFAULT_CACHED_CHILDREN, IGNORED_BLOCKS, BlockSpec
 
-TIMESTEP_ARGUMENTS = ("timestep", "t")  # diffusers models, DiT-style models
+TIMESTEP_ARGUMENTS = ("timestep", "t", "timesteps")  # diffusers, DiT-style models, HiDream
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _is_block_list(module: nn.Module) -> bool:
     if not isinstance(module, nn.ModuleList) or len(module) == 0:
         return False
     block_type = type(module[0])
-    if isinstance(module[0], (nn.ModuleList, nn.Sequential)):
+    if isinstance(module[0], (nn.ModuleList, nn.Sequential)) or block_type.__name__ in IGNORED_BLOCKS:
         return False
     return all(type(block) is block_type for block in module) and any(True for _ in module[0].children())
 
@@ -127,6 +127,9 @@ def cached_children(blocks: list[Block]) -> list[tuple[str, nn.Module, bool]]:
             if name not in named:
                 raise ValueError(f"{type(block.module).__name__} at {block.path} has no child {name!r}")
             children.append((f"{block.path}.{name}", named[name], name in block.spec.skipped))
+        children += [
+            (f"{block.path}.{name}", named[name], False) for name in block.spec.optional if name in named
+        ]
     if not any(not skipped for _, _, skipped in children):
         classes = sorted({type(block.module).__name__ for block in blocks})
         raise ValueError(

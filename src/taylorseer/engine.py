@@ -34,7 +34,8 @@ def _timestep_value(value: Any, argument: Argument) -> float:
     if value is None:
         raise ValueError(f"the model was called without its {argument.name!r} input")
     if isinstance(value, Tensor):
-        return float(value.reshape(-1)[0])  # one scalar leaves the device per call
+        # the largest: per-token timesteps give conditioning tokens 0 (one scalar leaves the device)
+        return float(value.max())
     return float(value)
 
 

@@ -17,6 +17,8 @@ class BlockSpec:
              block's adaLN gate and residual add, which still run with the current timestep).
     skipped: children whose outputs only feed a cached child; on forecast steps they are not run
              and return a zero placeholder of their last shape.
+    optional: children cached like `cached` where the block has them (some blocks of a class
+              set them to None).
     inputs:  names of the forward arguments that carry residual streams.
     outputs: the stream returned at each position of the block's output tuple; None when the
              block returns one tensor, the stream inputs[0].
@@ -24,6 +26,7 @@ class BlockSpec:
 
     cached: tuple[str, ...]
     skipped: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ("hidden_states",)
     outputs: tuple[str, ...] | None = None
 
@@ -55,13 +58,15 @@ BLOCK_SPECS: dict[str, BlockSpec] = {
     ),
     # HunyuanVideo double-stream block: as FLUX's, but it returns the image stream first.
     "HunyuanVideoTransformerBlock": BlockSpec(cached=("attn", "ff", "ff_context"), **_IMAGE_FIRST_STREAMS),
-    # HunyuanVideo single-stream block: as FLUX's, but its attention returns an (image, text) tuple,
-    # which a skipped child cannot stand in for; it is cached too (its forecast only feeds proj_out).
+    # HunyuanVideo single-stream block: as FLUX's (its attention returns an (image, text) pair).
     "HunyuanVideoSingleTransformerBlock": BlockSpec(
-        cached=("attn", "proj_out"), skipped=("proj_mlp", "act_mlp"), **_IMAGE_FIRST_STREAMS
+        cached=("proj_out",), skipped=("attn", "proj_mlp", "act_mlp"), **_IMAGE_FIRST_STREAMS
     ),
-    # HunyuanVideo's text refiner (inside context_embedder) is an embedder: it always runs.
-    "HunyuanVideoIndividualTokenRefinerBlock": BlockSpec(cached=()),
+    # SD3 / SD3.5 joint block: the last block has no ff_context and returns None as its text stream;
+    # SD3.5's dual-attention blocks add attn2.
+    "JointTransformerBlock": BlockSpec(
+        cached=("attn", "ff"), optional=("attn2", "ff_context"), **_FLUX_STREAMS
+    ),
     # CogVideoX: joint attention returns (video, text) outputs; one MLP over both, split after.
     "CogVideoXBlock": BlockSpec(cached=("attn1", "ff"), **_IMAGE_FIRST_STREAMS),
     # Qwen-Image: joint attention returns (image, text) outputs; one MLP per stream.
@@ -69,7 +74,13 @@ BLOCK_SPECS: dict[str, BlockSpec] = {
     # Handled by discovery alone (one stream, children among DEFAULT_CACHED_CHILDREN):
     # WanTransformerBlock (attn1, attn2, ffn), LTXVideoTransformerBlock (attn1, attn2, ff),
     # SanaTransformerBlock (attn1, optional attn2, ff), BasicTransformerBlock of DiT (attn1, ff) and
-    # PixArt (attn1, attn2, ff), SD3's JointTransformerBlock (attn, optional attn2, ff, ff_context; the
-    # last block has no ff_context, which a fixed `cached` tuple cannot express, so granularities
-    # "block" and "stack" do not know its two streams yet).
+    # PixArt (attn1, attn2, ff).
 }
+
+# Block lists that are embedders, not the denoising stack: never cached, never part of the stack.
+IGNORED_BLOCKS = frozenset(
+    {
+        "HunyuanVideoIndividualTokenRefinerBlock",  # HunyuanVideo's text refiner
+        "TextProjection",  # HiDream's caption projections
+    }
+)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_leaves, tree_unflatten
 
 from taylorseer.discovery import Block
 from taylorseer.engine import CallContext, Engine
@@ -111,8 +111,8 @@ def hook_module(path: str, module: nn.Module, engine: Engine) -> Undo:
 
 
 def hook_skipped(module: nn.Module, engine: Engine) -> Undo:
-    """A child that only feeds a cached child: on forecast steps, a zero placeholder."""
-    shapes: dict[int, tuple[torch.Size, torch.dtype, torch.device]] = {}
+    """A child that only feeds a cached child: on forecast steps, zero placeholders of its output."""
+    templates: dict[int, tuple[list[Any], TreeSpec]] = {}  # branch -> (leaf shapes, structure)
 
     def make(original: Forward) -> Forward:
         def forward(*args: Any, **kwargs: Any) -> Any:
@@ -121,10 +121,18 @@ def hook_skipped(module: nn.Module, engine: Engine) -> Undo:
                 return original(*args, **kwargs)
             if context.full:
                 output = original(*args, **kwargs)
-                shapes[context.branch] = (output.shape, output.dtype, output.device)
+                leaves, structure = tree_flatten(output)
+                shapes = [(t.shape, t.dtype, t.device) if isinstance(t, Tensor) else t for t in leaves]
+                templates[context.branch] = (shapes, structure)
                 return output
-            shape, dtype, device = shapes[context.branch]
-            return torch.zeros((), dtype=dtype, device=device).expand(shape)
+            shapes, structure = templates[context.branch]
+            zeros = [
+                torch.zeros((), dtype=leaf[1], device=leaf[2]).expand(leaf[0])
+                if isinstance(leaf, tuple)
+                else leaf
+                for leaf in shapes
+            ]
+            return tree_unflatten(zeros, structure)
 
         return forward
 
@@ -146,6 +154,19 @@ def _stream_outputs(block: Block, output: Any) -> dict[str, Tensor]:
     return dict(zip(outputs, values))
 
 
+def _updates(inputs: dict[str, Tensor | None], outputs: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
+    """Each stream's residual update, output - input; None where the block returns no stream."""
+    return {
+        name: None if outputs[name] is None or value is None else outputs[name] - value
+        for name, value in inputs.items()
+    }
+
+
+def _advance(inputs: dict[str, Tensor | None], updates: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
+    """The forecast streams: each input plus its forecast update (None stays None)."""
+    return {name: None if updates[name] is None else value + updates[name] for name, value in inputs.items()}
+
+
 def _assemble(block: Block, streams: dict[str, Tensor]) -> Any:
     """The block's output built from stream values, in the order the block returns them."""
     outputs = block.spec.outputs or ()
@@ -163,12 +184,11 @@ def hook_block(block: Block, engine: Engine) -> Undo:
                 return original(*args, **kwargs)
             inputs = _stream_inputs(block, args, kwargs)
             if not context.full:
-                deltas = feature.predict(context.branch, context.x)
-                return _assemble(block, {name: inputs[name] + deltas[name] for name in inputs})
+                return _assemble(block, _advance(inputs, feature.predict(context.branch, context.x)))
             output = original(*args, **kwargs)
-            outputs = _stream_outputs(block, output)
-            deltas = {name: outputs[name] - inputs[name] for name in inputs}
-            feature.record(context.branch, deltas, context.x, context.order)
+            feature.record(
+                context.branch, _updates(inputs, _stream_outputs(block, output)), context.x, context.order
+            )
             return output
 
         return forward
@@ -189,8 +209,9 @@ def hook_stack(blocks: list[Block], engine: Engine) -> list[Undo]:
 
     def finish(context: CallContext) -> None:
         first, (block, output) = context.scratch["stack_in"], context.scratch["stack_out"]
-        outputs = _stream_outputs(block, output)
-        feature.record(context.branch, {n: outputs[n] - first[n] for n in first}, context.x, context.order)
+        feature.record(
+            context.branch, _updates(first, _stream_outputs(block, output)), context.x, context.order
+        )
         last_block[context.branch] = block.path
 
     engine.on_full_call_end.append(finish)
@@ -208,8 +229,7 @@ def hook_stack(blocks: list[Block], engine: Engine) -> list[Undo]:
                     context.scratch["stack_out"] = (block, output)
                     return output
                 if last_block.get(context.branch) == block.path:
-                    deltas = feature.predict(context.branch, context.x)
-                    inputs = {name: inputs[name] + deltas[name] for name in inputs}
+                    inputs = _advance(inputs, feature.predict(context.branch, context.x))
                 return _assemble(block, inputs)
 
             return forward
