@@ -3,9 +3,10 @@
 import json
 import math
 
+import pytest
 import torch
 
-from taylorseer import bench, bench_report, bench_run
+from taylorseer import TaylorSeerConfig, bench, bench_report, bench_run
 from taylorseer.models.dit import DiT, sample
 
 
@@ -51,3 +52,17 @@ def test_bench_rows_reports_and_targets(tmp_path):
     )
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert any("fewer steps" in line and "target +3 dB" in line for line in bench_report.targets(results))
+
+
+def test_peer_rows_run_through_the_same_harness():
+    pytest.importorskip("cache_dit")
+    subject = tiny_subject()
+    methods = [bench.Method("full compute", "full"), *bench_run.peer_methods("dit", TaylorSeerConfig())]
+    rows = bench.run(subject, methods, repeats=1, log=lambda line: None)
+    by_label = {row.method: row for row in rows}
+    same = by_label["diffusers TaylorSeerCache (our modules, schedule)"]
+    assert same.full_steps is not None and same.full_steps < 50
+    assert rows[0].flops / same.flops > 2
+    for row in rows[1:]:
+        assert row.kind == "peer" and row.metrics["psnr"] > 0  # inf where a peer found nothing to skip
+    assert same.metrics["psnr"] < math.inf

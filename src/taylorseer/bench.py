@@ -97,20 +97,30 @@ def our_methods(family: str, default: TaylorSeerConfig | None = None) -> list[Me
 
 
 @contextlib.contextmanager
-def applied(method: Method, transformer: nn.Module) -> Iterator[Callable[[], dict[str, Any]]]:
-    """Apply the method's cache for the duration; yields a function returning its statistics."""
+def applied(method: Method, subject: Subject) -> Iterator[tuple[Callable[[int], Tensor], Callable[[], dict]]]:
+    """Apply the method's cache for the duration; yields (sample(steps), statistics())."""
+    transformer = subject.transformer
     if method.kind == "ours":
         config = dataclasses.replace(method.config, num_steps=method.steps)
         with apply_taylorseer(transformer, config) as handle:
-            yield lambda: dict(full_steps=handle.stats["full_steps"], cache_bytes=handle.stats["cache_bytes"])
+            yield (
+                subject.sample,
+                lambda: dict(full_steps=handle.stats["full_steps"], cache_bytes=handle.stats["cache_bytes"]),
+            )
     elif method.kind == "peer":
         peer = method.peer(transformer)
+
+        def sample(steps: int) -> Tensor:
+            peer.reset()  # the peers keep state across runs unless told
+            with peer.call_context():  # one batched call per step: one context for the run
+                return subject.sample(steps)
+
         try:
-            yield lambda: dict(full_steps=peer.computed_steps(), cache_bytes=None)
+            yield sample, lambda: dict(full_steps=peer.computed_steps(), cache_bytes=None)
         finally:
             peer.remove()
     else:
-        yield lambda: dict(full_steps=method.steps, cache_bytes=None)
+        yield subject.sample, lambda: dict(full_steps=method.steps, cache_bytes=None)
 
 
 def _peak_memory(run: Callable[[], Tensor]) -> tuple[Tensor, int | None]:
@@ -123,16 +133,16 @@ def _peak_memory(run: Callable[[], Tensor]) -> tuple[Tensor, int | None]:
 
 def run_method(subject: Subject, method: Method, repeats: int) -> tuple[Row, Tensor]:
     """Sample with the method: a warm-up run (its images are scored), timed repeats, FLOPs."""
-    with applied(method, subject.transformer) as statistics_of:
-        images, peak = _peak_memory(lambda: subject.sample(method.steps))
+    with applied(method, subject) as (sample, statistics_of):
+        images, peak = _peak_memory(lambda: sample(method.steps))
         stats = statistics_of()
         seconds = []
         for _ in range(repeats):
             start = time.perf_counter()
-            subject.sample(method.steps)
+            sample(method.steps)
             seconds.append(time.perf_counter() - start)
         with FlopCounterMode(display=False) as counter:
-            subject.sample(method.steps)
+            sample(method.steps)
     row = Row(
         method.label, method.kind, stats["full_steps"], counter.get_total_flops(),
         statistics.median(seconds), peak, stats["cache_bytes"],

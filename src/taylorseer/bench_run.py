@@ -11,15 +11,44 @@ from taylorseer import bench, bench_report
 from taylorseer.bench import Method, Row, Subject
 from taylorseer.config import TaylorSeerConfig
 
+# The modules our granularity "module" caches, as regexes for diffusers' TaylorSeerCache.
+SAME_MODULES = {
+    "dit": dict(identifiers=[r"blocks\.\d+\.(attn|mlp)"]),
+    "flux": dict(
+        identifiers=[
+            r"transformer_blocks\.\d+\.(attn|ff|ff_context)",
+            r"single_transformer_blocks\.\d+\.proj_out",
+        ],
+        skip_identifiers=[r"single_transformer_blocks\.\d+\.(attn|proj_mlp)"],
+    ),
+}
+
 
 def peer_methods(family: str, default: TaylorSeerConfig) -> list[Method]:
-    """The peers as installed packages; none when a package is missing (said in the log)."""
+    """The peers as installed packages, each as its documentation drives it; none if missing."""
     try:
+        import torch
+
         from taylorseer import peers
     except ImportError as error:
         print(f"peers skipped: {error}")
         return []
-    return peers.methods(family, default)
+    ours = dict(interval=default.interval, order=default.order, warmup=default.effective_warmup)
+    return [
+        Method(
+            "diffusers TaylorSeerCache (its defaults)", "peer",
+            peer=lambda t: peers.apply_diffusers_taylorseer(t, 5, 1, 3, factors_dtype=torch.bfloat16),
+        ),
+        Method(
+            "diffusers TaylorSeerCache (our modules, schedule)", "peer",
+            peer=lambda t: peers.apply_diffusers_taylorseer(t, **ours, **SAME_MODULES[family]),
+        ),
+        Method("cache-dit DBCache", "peer", peer=lambda t: peers.apply_cache_dit(t, "dbcache", bench.STEPS)),
+        Method(
+            "cache-dit DBCache + TaylorSeer", "peer",
+            peer=lambda t: peers.apply_cache_dit(t, "dbcache+taylorseer", bench.STEPS, order=default.order),
+        ),
+    ]  # fmt: skip
 
 
 def methods_for(subject: Subject, default: TaylorSeerConfig, with_peers: bool) -> list[Method]:
