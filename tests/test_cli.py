@@ -1,8 +1,10 @@
 """`taylorseer generate` end to end on the bundled model, and its argument errors."""
 
 import time
+from pathlib import Path
 
 import pytest
+import torch
 
 from taylorseer.cli import main
 
@@ -48,3 +50,19 @@ def test_bad_arguments_exit_2_with_a_message(arguments, message, capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "usage:" in error and message in error
+
+
+def test_ctrl_c_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from taylorseer import generate
+
+    def interrupted(self, *args, **kwargs):
+        Path(args[0]).write_bytes(b"half a png")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)
+    images = torch.rand(4, 16, 16, 1)
+    with pytest.raises(KeyboardInterrupt):
+        generate.save_side_by_side(tmp_path / "out.png", [("a", images)], columns=2, title="t")
+    assert list(tmp_path.iterdir()) == []

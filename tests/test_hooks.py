@@ -269,3 +269,48 @@ def test_memory_budget_falls_back_to_a_leaner_granularity_and_is_never_exceeded(
     ):
         run(model, timesteps, x)
     assert "forward" not in model.__dict__  # the failed run left the model clean
+
+
+def test_two_models_in_two_threads_keep_their_own_state():
+    import threading
+
+    timesteps = nonuniform_timesteps(15)
+    models = [ToyDiT(modulated=True, mix=0.5, seed=s) for s in (0, 1)]
+    inputs = [hidden(dtype=torch.float32), hidden(dtype=torch.float32) * 2]
+    config = TaylorSeerConfig(interval=3, granularity="module")
+    alone = []
+    for model, x in zip(models, inputs):
+        with apply_taylorseer(model, config):
+            alone.append(run(model, timesteps, x))
+    together: dict[int, list] = {}
+    handles = [apply_taylorseer(model, config) for model in models]
+
+    def work(k: int) -> None:
+        together[k] = run(models[k], timesteps, inputs[k])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for handle in handles:
+        handle.remove()
+    for k in (0, 1):
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(together[k], alone[k]))
+
+
+@pytest.mark.parametrize("change", ["dtype", "batch"])
+def test_a_new_run_with_other_inputs_reuses_no_stale_factors(change):
+    model = ToyDiT(modulated=True, mix=0.5).double()
+    timesteps = nonuniform_timesteps(10)
+    first = hidden(dtype=torch.float64)
+    second = first.float() if change == "dtype" else torch.cat([first, first])
+    config = TaylorSeerConfig(interval=4, granularity="model")
+    with apply_taylorseer(model, config) as handle:
+        run(model, timesteps, first)
+        model.to(second.dtype)
+        cached = run(model, timesteps, second)
+        assert handle.stats["full_steps"] == 4  # the second run started over: 0, 1, 5, 9
+    with apply_taylorseer(model, config):
+        fresh = run(model, timesteps, second)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(cached, fresh))
