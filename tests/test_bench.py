@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark harness on a tiny random DiT (the real runs are in docs/results)."""
+"""Smoke test of the benchmark harness on a tiny random DiT (the real runs are in docs/RESULTS.md)."""
 
 import json
 import math
@@ -45,7 +45,7 @@ def test_bench_rows_reports_and_targets(tmp_path):
 
     results = {"tiny-dit": rows}
     bench_run.write(tmp_path, results, {"command": "taylorseer bench --test"}, seconds=1.0)
-    table = (tmp_path / "bench.md").read_text()
+    table = (tmp_path / "RESULTS.md").read_text()
     assert all(m.label in table for m in methods) and "taylorseer bench --test" in table
     assert (
         json.loads((tmp_path / "bench.json").read_text())["models"]["tiny-dit"][0]["method"] == "full compute"

@@ -71,7 +71,7 @@ def write(out: Path, results: dict[str, list[Row]], settings: dict, seconds: flo
         parts += [f"## {name}", "", bench_report.markdown_table(rows), ""]
     parts += ["## Targets", ""] + [f"- {line}" for line in bench_report.targets(results)]
     parts += ["", "![PSNR vs latency speedup](pareto.png)", ""]
-    (out / "bench.md").write_text("\n".join(parts))
+    (out / "RESULTS.md").write_text("\n".join(parts))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
         repeats=args.repeats, steps=bench.STEPS, default=default.to_dict(),
     )  # fmt: skip
     write(args.out, results, settings, time.perf_counter() - start)
-    print(f"wrote {args.out / 'bench.md'}, bench.json, pareto.png")
+    print(f"wrote {args.out / 'RESULTS.md'}, bench.json, pareto.png")
     return 0
 
 
@@ -142,6 +142,6 @@ def sweep(args: argparse.Namespace) -> int:
         cells = [f"{table[interval, o][0]:.2f}x / {table[interval, o][1]['fid_proxy']:.2f}" for o in orders]
         lines.append(f"| {interval} | " + " | ".join(cells) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out / 'sweep.md'}")
+    (args.out / "SWEEP.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'SWEEP.md'}")
     return 0

@@ -61,13 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="every method side by side on one model and one set of seeds",
         description="Full compute, our configurations, plain reuse, fewer steps at equal model "
         "evaluations and the peers (diffusers TaylorSeerCache, cache-dit), on the same seeds: "
-        "FLOPs, latency, memory and fidelity. Writes bench.json, bench.md and pareto.png.",
+        "FLOPs, latency, memory and fidelity. Writes RESULTS.md, bench.json and pareto.png.",
     )
     bench.add_argument("--models", type=_models, default=list(BENCH_MODELS), help="comma-separated")
     bench.add_argument("--samples", type=_positive, default=100, help="images per bundled model")
     bench.add_argument("--repeats", type=_positive, default=3, help="timed runs per method (median)")
     bench.add_argument("--seed", type=int, default=1000)
-    bench.add_argument("--out", type=Path, default=Path("docs/results"), help="output folder")
+    bench.add_argument("--out", type=Path, default=Path("docs"), help="output folder")
     bench.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
     bench.add_argument("--sweep", action="store_true", help="intervals 3-8 x orders 0-4 on dit-digits")
 
