@@ -67,9 +67,10 @@ def save_side_by_side(path: Path, panels: list[tuple[str, Tensor]], columns: int
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.4), squeeze=False)
-    for axis, (label, images) in zip(axes[0], panels):
-        grid = image_grid(images, columns)
+    grids = [(label, image_grid(images, columns)) for label, images in panels]
+    aspect = grids[0][1].shape[0] / grids[0][1].shape[1]  # height / width of one grid
+    figure, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids), 5.2 * aspect + 1.0), squeeze=False)
+    for axis, (label, grid) in zip(axes[0], grids):
         axis.imshow(grid.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axis.set_title(label, fontsize=10)
         axis.axis("off")
