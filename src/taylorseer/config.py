@@ -23,7 +23,7 @@ class TaylorSeerConfig:
     """
 
     interval: int = 5  # N: after warm-up, one full step every N steps (1 = never forecast)
-    order: int = 1  # expansion order; 0 = plain reuse of the last full step (FORA)
+    order: int = 2  # expansion order; 0 = plain reuse of the last full step (FORA)
     warmup: int | None = None  # leading full steps (the paper's first_enhance); None -> order + 1
     final_full: int = 0  # force the last k steps full (needs num_steps or a pipeline)
     full_steps: tuple[int, ...] | None = None  # explicit full-step indices; negatives count from the end

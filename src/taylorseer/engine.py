@@ -10,10 +10,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from taylorseer.config import GRANULARITIES, TaylorSeerConfig
+from taylorseer.config import TaylorSeerConfig
 from taylorseer.discovery import Argument
 from taylorseer.schedule import is_full_step
 from taylorseer.state import BudgetExceeded, CachedFeature, ForecastRule, MemoryBudget, StepClock
+
+# Leaner granularities to fall back to, in order. "block" is skipped: when every block is forecast,
+# the sum of per-block forecasts is the forecast of the stack's update (the forecast is linear), so
+# "stack" gives the same output with one block's worth of memory.
+LEANER = {"module": ("stack", "model"), "block": ("stack", "model"), "stack": ("model",), "model": ()}
 
 InputSignature = tuple[tuple[Any, tuple[int, ...], torch.dtype, torch.device], ...]
 
@@ -81,8 +86,7 @@ class Engine:
 
     def downgrade(self, exceeded: BudgetExceeded) -> None:
         """Install the next leaner granularity that can hold the factors, or raise."""
-        order = GRANULARITIES
-        for leaner in order[order.index(self.granularity) + 1 :]:
+        for leaner in LEANER[self.granularity]:
             try:
                 self.install(leaner)
             except ValueError:
