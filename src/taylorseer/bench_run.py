@@ -51,8 +51,14 @@ def peer_methods(family: str, default: TaylorSeerConfig) -> list[Method]:
     ]  # fmt: skip
 
 
+# On the large random model only speed means something: its rows are the latency/overhead rows.
+LATENCY_ROWS = ("full compute", "TaylorSeer official preset", "ours: default", "ours: granularity module")
+
+
 def methods_for(subject: Subject, default: TaylorSeerConfig, with_peers: bool) -> list[Method]:
     methods = bench.our_methods(subject.family, default)
+    if subject.name == "flux-large":
+        methods = [m for m in methods if m.label in LATENCY_ROWS or m.kind == "fewer-steps"]
     return methods + (peer_methods(subject.family, default) if with_peers else [])
 
 
