@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", type=Path, default=Path("taylorseer.png"), help="PNG to write")
     generate.add_argument("--no-cache", action="store_true", help="full compute only")
     generate.add_argument("--config", type=Path, help="a TaylorSeerConfig JSON (e.g. from calibrate)")
+    generate.add_argument(
+        "--cfg-parallel", action="store_true", help="under torchrun (an even number of ranks): each "
+        "pair of ranks runs the two guidance branches, one each (bundled models)",
+    )  # fmt: skip
 
     bench = commands.add_parser(
         "bench",
@@ -102,7 +106,7 @@ def _models(text: str) -> list[str]:
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from taylorseer import generate
+    from taylorseer import distributed, generate
     from taylorseer.models.bundled import BUNDLED_MODELS
 
     try:
@@ -113,9 +117,18 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             config = TaylorSeerConfig(interval=args.interval, order=args.order)
         generate.check_writable(args.output)
+        distributed.check_launch(args.model in BUNDLED_MODELS, args.cfg_parallel)
     except ValueError as error:
         parser.error(str(error))
-    if args.model in BUNDLED_MODELS:
+    if args.model in BUNDLED_MODELS and (distributed.launched() or args.cfg_parallel):
+        with distributed.process_group():
+            outcome = distributed.generate_data_parallel(
+                args.model, config, args.steps, args.classes, args.seed, args.cfg_parallel
+            )
+        if outcome is None:
+            return 0  # not rank 0: rank 0 writes the combined output
+        full, cached, columns = outcome
+    elif args.model in BUNDLED_MODELS:
         full, cached, columns = generate.run_bundled(args.model, config, args.steps, args.classes, args.seed)
     else:
         full, cached, columns = generate.run_pipeline(args.model, config, args.steps, args.prompt, args.seed)

@@ -1,0 +1,292 @@
+"""Scale-out on torch.distributed: 2 CPU processes (gloo, loopback only) against one process.
+
+One spawn runs every scenario on tiny random models and saves what each rank saw; the tests
+compare that with the same sampling done here in a single process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.utils.flop_counter import FlopCounterMode
+
+pytest.importorskip("diffusers")
+from taylorseer import TaylorSeerConfig, apply_taylorseer, distributed  # noqa: E402
+from taylorseer.models import flux_digits  # noqa: E402
+from taylorseer.models.bundled import DigitGenerator  # noqa: E402
+from taylorseer.models.dit import DiT  # noqa: E402
+from taylorseer.models.dit import sample as dit_sample  # noqa: E402
+
+WORLD = 2
+TIMEOUT_S = 45
+STEPS = 10
+CLASSES = [3, 1, 4]  # two rows: 6 samples, 3 per rank
+LATENT_SCALE = 300.0
+ATOL = 1e-5  # round-off of another batch composition: measured <= 4e-7 (docs/DISTRIBUTED.md)
+DIT_CACHE = TaylorSeerConfig(interval=3, order=1)  # granularity "model"
+MODULE_CACHE = TaylorSeerConfig(interval=3, order=1, granularity="module")
+
+
+def tiny_dit() -> DiT:
+    """A depth-2 DiT whose adaLN-Zero (and zero-initialised output) weights are perturbed."""
+    torch.manual_seed(0)
+    model = DiT(
+        input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10
+    )
+    zero_init = [block.adaLN_modulation[-1] for block in model.blocks]
+    zero_init += [model.final_layer.adaLN_modulation[-1], model.final_layer.linear]
+    with torch.no_grad():
+        for linear in zero_init:
+            linear.weight.normal_(0.0, 0.1)
+            linear.bias.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def tiny_generator() -> DigitGenerator:
+    model = tiny_dit()
+
+    def run(noise, labels, **options):
+        # an untrained DiT ends at latents in the hundreds: scale them to where images do not clip
+        return dit_sample(model, noise, labels, sampler="ddim", **options) / LATENT_SCALE
+
+    return DigitGenerator("tiny-dit", model, 4.0, run)
+
+
+def tiny_flux() -> tuple[torch.nn.Module, flux_digits.ClassConditioning]:
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=(2, 2, 4),
+    )  # fmt: skip
+    return transformer.eval(), flux_digits.ClassConditioning(16, 16).eval()
+
+
+def inputs(n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return torch.randn(n, 4, 8, 8, generator=generator), torch.tensor([2, 5, 8, 1][:n])
+
+
+def flux_with_stats(transformer, conditioning, cache: TaylorSeerConfig | None) -> tuple[torch.Tensor, int]:
+    """flux_digits.sample (CFG as one batched call), and the cache's bytes at the end."""
+    noise, labels = inputs()
+    if cache is None:
+        return flux_digits.sample(transformer, conditioning, noise, labels, steps=STEPS), 0
+    with apply_taylorseer(transformer, dataclasses.replace(cache, num_steps=STEPS)) as handle:
+        latents = flux_digits.sample(transformer, conditioning, noise, labels, steps=STEPS)
+        return latents, handle.stats["cache_bytes"]
+
+
+def _scenarios(rank: int) -> dict:
+    saved: dict = {}
+    # gather: uneven and empty parts
+    part = torch.full((rank + 1, 3), float(rank))
+    saved["gather_uneven"] = distributed.gather(part)
+    saved["gather_empty"] = distributed.gather(torch.ones(2, 3) if rank else torch.empty(0, 0))
+
+    # (1) data-parallel generation, without and with the cache
+    full, cached, columns = distributed.generate_data_parallel(
+        tiny_generator(), DIT_CACHE, STEPS, CLASSES, seed=11
+    ) or (None, None, None)
+    if rank == 0:
+        saved["dp"] = dict(full=dataclasses.asdict(full), cached=dataclasses.asdict(cached), columns=columns)
+
+    # (2) CFG-parallel: DiT and FLUX, without and with each rank's own cache
+    noise, labels = inputs()
+    for name, cache in (("none", None), ("model", DIT_CACHE), ("module", MODULE_CACHE)):
+        saved[f"cfg_dit_{name}"] = distributed.cfg_parallel_dit(tiny_dit(), noise, labels, STEPS, 4.0, cache)
+        transformer, conditioning = tiny_flux()
+        saved[f"cfg_flux_{name}"] = distributed.cfg_parallel_flux(
+            transformer, conditioning, noise, labels, STEPS, 3.0, cache
+        )
+
+    # (3) diffusers' context parallelism (Ulysses) under a per-rank cache
+    for name, cache in (("none", None), ("module", MODULE_CACHE)):
+        transformer, conditioning = tiny_flux()
+        distributed.enable_context_parallel(transformer)
+        saved[f"cp_{name}"] = flux_with_stats(transformer, conditioning, cache)
+    transformer, conditioning = tiny_flux()
+    distributed.enable_context_parallel(transformer, ring_degree=2)
+    try:
+        saved["cp_ring"] = flux_with_stats(transformer, conditioning, None)[0]
+    except ValueError as error:
+        saved["cp_ring"] = str(error)
+    return saved
+
+
+def _worker(rank: int, port: int, folder: str) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",  # loopback only
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    with distributed.process_group() as (joined_rank, world):
+        assert (joined_rank, world) == (rank, WORLD)
+        torch.save(_scenarios(rank), Path(folder) / f"rank{rank}.pt")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    folder = tmp_path_factory.mktemp("ranks")
+    start = time.monotonic()
+    arguments = (_free_port(), str(folder))
+    context = mp.start_processes(_worker, arguments, nprocs=WORLD, join=False, start_method="spawn")
+    while not context.join(timeout=max(0.1, TIMEOUT_S - (time.monotonic() - start))):
+        if time.monotonic() - start > TIMEOUT_S:
+            for process in context.processes:
+                with contextlib.suppress(Exception):
+                    process.kill()
+            pytest.fail(f"the {WORLD} ranks did not finish within {TIMEOUT_S} s")
+    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal up to float round-off, relative to the largest value (random DiT latents reach ~600)."""
+    assert actual.shape == expected.shape
+    scale = float(expected.abs().max())
+    assert torch.isfinite(expected).all() and scale > 0.1  # a real signal to compare
+    torch.testing.assert_close(actual, expected, rtol=0, atol=ATOL * max(1.0, scale))
+
+
+def test_shard_splits_contiguously_and_gives_everything_back():
+    indices = list(range(7))
+    shares = [distributed.shard(indices, r, 3) for r in range(3)]
+    assert shares == [[0, 1, 2], [3, 4], [5, 6]]
+    assert distributed.shard(indices[:1], 1, 2) == []
+    with pytest.raises(ValueError, match="rank"):
+        distributed.shard(indices, 3, 3)
+
+
+def test_gather_concatenates_uneven_and_empty_parts_on_rank_0_only(ranks):
+    assert torch.equal(ranks[0]["gather_uneven"], torch.tensor([[0.0] * 3, [1.0] * 3, [1.0] * 3]))
+    assert torch.equal(ranks[0]["gather_empty"], torch.ones(2, 3))
+    assert ranks[1]["gather_uneven"] is None and ranks[1]["gather_empty"] is None
+
+
+def test_data_parallel_generation_equals_one_process(ranks):
+    generator = tiny_generator()
+    labels = torch.tensor(CLASSES * 2)
+    noise = generator.noise(len(labels), 11)
+
+    def images() -> torch.Tensor:
+        return ((generator.sample(noise, labels, steps=STEPS) + 1) / 2).permute(0, 2, 3, 1)
+
+    with FlopCounterMode(display=False) as counter:
+        full = images()
+    with apply_taylorseer(generator.transformer, dataclasses.replace(DIT_CACHE, num_steps=STEPS)) as handle:
+        cached = images()
+        full_steps = handle.stats["full_steps"]
+    result = ranks[0]["dp"]
+    assert result["columns"] == len(CLASSES)
+    close(result["full"]["images"], full)
+    close(result["cached"]["images"], cached)
+    assert (result["cached"]["images"] - result["full"]["images"]).abs().max() > 1e-4  # it forecast
+    assert result["full"]["flops"] == counter.get_total_flops()  # summed over the ranks
+    assert result["cached"]["full_steps"] == full_steps < STEPS
+    assert result["cached"]["flops"] < result["full"]["flops"] / 2
+    assert "dp" not in ranks[1]
+
+
+@pytest.mark.parametrize("cache", ["none", "model", "module"])
+def test_cfg_parallel_dit_equals_one_process(ranks, cache):
+    config = {"none": None, "model": DIT_CACHE, "module": MODULE_CACHE}[cache]
+    noise, labels = inputs()
+    expected = dit_sample(tiny_dit(), noise, labels, STEPS, cfg_scale=4.0, sampler="ddim", cache=config)
+    for rank in ranks:
+        close(rank[f"cfg_dit_{cache}"], expected)
+
+
+@pytest.mark.parametrize("cache", ["none", "model", "module"])
+def test_cfg_parallel_flux_equals_one_process(ranks, cache):
+    config = {"none": None, "model": DIT_CACHE, "module": MODULE_CACHE}[cache]
+    noise, labels = inputs()
+    transformer, conditioning = tiny_flux()
+    expected = flux_digits.sample(transformer, conditioning, noise, labels, STEPS, 3.0, cache=config)
+    for rank in ranks:
+        close(rank[f"cfg_flux_{cache}"], expected)
+    if config is not None:  # the cache changed the result: the ranks really forecast
+        assert (ranks[0][f"cfg_flux_{cache}"] - ranks[0]["cfg_flux_none"]).abs().max() > 1e-4
+
+
+def test_context_parallel_equals_one_process_and_shards_the_cache(ranks):
+    transformer, conditioning = tiny_flux()
+    full, _ = flux_with_stats(transformer, conditioning, None)
+    cached, single_bytes = flux_with_stats(transformer, conditioning, MODULE_CACHE)
+    assert single_bytes > 0
+    for rank in ranks:
+        close(rank["cp_none"][0], full)
+        latents, rank_bytes = rank["cp_module"]
+        close(latents, cached)
+        assert rank_bytes * WORLD == single_bytes  # each rank holds only its tokens' factors
+
+
+def test_ring_attention_runs_or_fails_for_want_of_log_sum_exp_on_cpu(ranks):
+    outcome = ranks[0]["cp_ring"]
+    if isinstance(outcome, str):  # diffusers' native (CPU) attention cannot return the LSE ring needs
+        assert "return_lse" in outcome
+    else:
+        close(outcome, flux_with_stats(*tiny_flux(), None)[0])
+
+
+def test_context_parallel_refuses_a_cached_model_and_models_without_a_plan():
+    transformer, _ = tiny_flux()
+    with apply_taylorseer(transformer, TaylorSeerConfig()), pytest.raises(RuntimeError, match="before"):
+        distributed.enable_context_parallel(transformer)
+    with pytest.raises(ValueError, match="_cp_plan"):
+        distributed.enable_context_parallel(tiny_dit())
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "taylorseer", "generate", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0 and "--classes" in done.stdout
+
+
+def test_check_launch_refuses_odd_cfg_pairs_and_pipelines(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ValueError, match="even number of ranks"):
+        distributed.check_launch(bundled=True, cfg_parallel=True)
+    with pytest.raises(ValueError, match="bundled models only"):
+        distributed.check_launch(bundled=False, cfg_parallel=False)
+    distributed.check_launch(bundled=True, cfg_parallel=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    distributed.check_launch(bundled=True, cfg_parallel=True)
+
+
+def test_without_a_launcher_the_world_is_one_process(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    generator = tiny_generator()
+    with distributed.process_group() as (rank, world):
+        full, cached, columns = distributed.generate_data_parallel(generator, None, 4, [2], seed=3)
+    assert (rank, world, cached, columns) == (0, 1, None, 1)
+    expected = generator.sample(generator.noise(2, 3), torch.tensor([2, 2]), steps=4)
+    assert torch.equal(full.images, ((expected + 1) / 2).permute(0, 2, 3, 1))
+    assert not torch.distributed.is_initialized()
