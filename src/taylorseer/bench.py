@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from taylorseer.api import apply_taylorseer
 from taylorseer.config import TaylorSeerConfig
+from taylorseer.hooks import wrap_forward
 from taylorseer.metrics import psnr, relative_l2, ssim
 
 STEPS = 50
@@ -109,15 +110,16 @@ def applied(method: Method, subject: Subject) -> Iterator[tuple[Callable[[int], 
             )
     elif method.kind == "peer":
         peer = method.peer(transformer)
+        unwrap = wrap_forward(transformer, peer.wrap)  # the peer's cache context around every call
 
         def sample(steps: int) -> Tensor:
             peer.reset()  # the peers keep state across runs unless told
-            with peer.call_context():  # one batched call per step: one context for the run
-                return subject.sample(steps)
+            return subject.sample(steps)
 
         try:
             yield sample, lambda: dict(full_steps=peer.computed_steps(), cache_bytes=None)
         finally:
+            unwrap()
             peer.remove()
     else:
         yield subject.sample, lambda: dict(full_steps=method.steps, cache_bytes=None)
