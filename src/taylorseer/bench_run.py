@@ -93,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
             subject = bench_subjects.bundled_subject(name, args.samples, args.seed)
         results[name] = bench.run(subject, methods_for(subject, default, not args.no_peers), args.repeats)
     settings = dict(
-        command="taylorseer bench " + " ".join(args.argv), samples=args.samples, seed=args.seed,
+        command=" ".join(["taylorseer bench", *args.argv]), samples=args.samples, seed=args.seed,
         repeats=args.repeats, steps=bench.STEPS, default=default.to_dict(),
     )  # fmt: skip
     write(args.out, results, settings, time.perf_counter() - start)
