@@ -7,18 +7,12 @@ import pytest
 import torch
 
 from taylorseer import TaylorSeerConfig, bench, bench_report, bench_run
-from taylorseer.models.dit import DiT, sample
+from taylorseer.models.dit import sample
+from toy_models import tiny_dit
 
 
 def tiny_subject() -> bench.Subject:
-    torch.manual_seed(0)
-    model = DiT(
-        input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10
-    )
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    model.eval()
+    model = tiny_dit()
     labels = torch.tensor([1, 2])
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 

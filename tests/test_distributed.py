@@ -155,12 +155,7 @@ def ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor) -> None:

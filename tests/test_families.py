@@ -184,13 +184,7 @@ CASES = [_case(name, granularity) for name in FAMILIES for granularity in GRANUL
 MODULE_CASES = [_case(name, "module") for name in FAMILIES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU they make it crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Subject:

@@ -75,3 +75,18 @@ def run(model, timesteps, hidden, branches=1):
         timestep = torch.full((hidden.shape[0],), t, dtype=hidden.dtype)
         outputs.append([model(hidden_states=hidden + k, timestep=timestep) for k in range(branches)])
     return outputs
+
+
+def tiny_dit(perturbation: float = 0.05):
+    """A depth-2 native DiT (8x8x4 latents, 10 classes) with every weight nudged off DiT's
+    adaLN-Zero init, so that every block matters."""
+    from taylorseer.models.dit import DiT
+
+    torch.manual_seed(0)
+    model = DiT(
+        input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10
+    )
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * perturbation)
+    return model.eval()
