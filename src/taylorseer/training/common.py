@@ -56,3 +56,20 @@ class TrainingLog:
         self.record["final_loss"] = self.record["losses"][-1][1] if self.record["losses"] else None
         self.record.update(results)
         (folder / "training.json").write_text(json.dumps(self.record, indent=2) + "\n")
+
+
+def optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, schedule, parameters) -> None:
+    """Backward, clip the gradient norm to 1, step the optimizer and its learning-rate schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    schedule.step()
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float = 0.999) -> None:
+    """Exponential moving average of the weights, with a warm-up of the decay over the first steps."""
+    rate = min(decay, (1 + step) / (10 + step))
+    for average, parameter in zip(ema.parameters(), model.parameters()):
+        average.lerp_(parameter, 1 - rate)

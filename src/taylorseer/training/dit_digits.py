@@ -1,6 +1,6 @@
 """Train `dit-digits`: a class-conditional DiT (learned sigma) on the 32x32 digits.
 
-    python -m taylorseer.training.dit_digits [--steps 12000] [--out src/taylorseer/weights/dit-digits]
+    python -m taylorseer.training.dit_digits [--steps 7000] [--out src/taylorseer/weights/dit-digits]
 
 ADM's hybrid objective, as DiT trains: MSE on the predicted noise plus the variational bound
 term for the learned variances (with the mean held fixed), over T=1000 linear-beta steps. The
@@ -23,7 +23,7 @@ from taylorseer.models.digits import LATENT_CHANNELS, LATENT_SIZE, NUM_CLASSES, 
 from taylorseer.models.dit import DiT
 from taylorseer.models.gaussian_diffusion import GaussianDiffusion
 from taylorseer.models.weights import BUNDLED
-from taylorseer.training.common import TrainingLog, augment, batches
+from taylorseer.training.common import TrainingLog, augment, batches, optimizer_step, update_ema
 
 ARCHITECTURE = dict(
     input_size=LATENT_SIZE, patch_size=2, in_channels=LATENT_CHANNELS, hidden_size=128, depth=6,
@@ -77,15 +77,8 @@ def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
     model.train()
     for step, (x, y) in zip(range(steps), batches(images, labels, batch_size, generator)):
         loss = hybrid_loss(model, diffusion, to_latent(augment(x, generator)), y, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        with torch.no_grad():
-            decay = min(0.999, (1 + step) / (10 + step))
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - decay)
+        optimizer_step(loss, optimizer, schedule, model.parameters())
+        update_ema(ema, model, step)
         log.step(step, loss.item())
     out.mkdir(parents=True, exist_ok=True)
     save_file(ema.state_dict(), str(out / "model.safetensors"))
@@ -97,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=12000)
+    parser.add_argument("--steps", type=int, default=7000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=BUNDLED / "dit-digits")

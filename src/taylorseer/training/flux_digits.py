@@ -1,6 +1,6 @@
 """Train `flux-digits`: a small FluxTransformer2DModel with rectified flow on the digits.
 
-    python -m taylorseer.training.flux_digits [--steps 7000] [--out src/taylorseer/weights/flux-digits]
+    python -m taylorseer.training.flux_digits [--steps 6000] [--out src/taylorseer/weights/flux-digits]
 
 Flow matching as in SD3/FLUX: x_sigma = (1 - sigma) x0 + sigma noise, the model predicts
 noise - x0, sigma drawn logit-normal. The class (10 = null, dropped with probability 0.1) is fed
@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from taylorseer.models.digits import NUM_CLASSES, load_digits, to_latent
 from taylorseer.models.flux_digits import SHIFT, TRANSFORMER_CONFIG, ClassConditioning, pack, velocity
 from taylorseer.models.weights import BUNDLED
-from taylorseer.training.common import TrainingLog, augment, batches
+from taylorseer.training.common import TrainingLog, augment, batches, optimizer_step, update_ema
 
 CLASS_DROPOUT = 0.1
 
@@ -46,15 +46,8 @@ def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
         noise = torch.randn(x0.shape, generator=generator)
         x_sigma = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
         loss = ((velocity(transformer, x_sigma, sigma, text, pooled) - (noise - x0)) ** 2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        with torch.no_grad():
-            decay = min(0.999, (1 + step) / (10 + step))
-            for e, p in zip(ema.parameters(), modules.parameters()):
-                e.lerp_(p, 1 - decay)
+        optimizer_step(loss, optimizer, schedule, modules.parameters())
+        update_ema(ema, modules, step)
         log.step(step, loss.item())
     out.mkdir(parents=True, exist_ok=True)
     ema_transformer, ema_conditioning = ema
@@ -68,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=7000)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=BUNDLED / "flux-digits")
