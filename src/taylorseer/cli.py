@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", type=Path, default=Path("taylorseer.png"), help="PNG to write")
     generate.add_argument("--no-cache", action="store_true", help="full compute only")
     generate.add_argument("--config", type=Path, help="a TaylorSeerConfig JSON (e.g. from calibrate)")
+    generate.add_argument("--height", type=_positive, help="image/video height, for diffusers pipelines")
+    generate.add_argument("--width", type=_positive, help="image/video width, for diffusers pipelines")
+    generate.add_argument("--frames", type=_positive, help="video frames, for video pipelines")
     generate.add_argument(
         "--cfg-parallel", action="store_true", help="under torchrun (an even number of ranks): each "
         "pair of ranks runs the two guidance branches, one each (bundled models)",
@@ -131,7 +134,11 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     elif args.model in BUNDLED_MODELS:
         full, cached, columns = generate.run_bundled(args.model, config, args.steps, args.classes, args.seed)
     else:
-        full, cached, columns = generate.run_pipeline(args.model, config, args.steps, args.prompt, args.seed)
+        sizes = dict(height=args.height, width=args.width, num_frames=args.frames)
+        full, cached, columns = generate.run_pipeline(
+            args.model, config, args.steps, args.prompt, args.seed, video=args.output.with_suffix(".mp4"),
+            **{name: value for name, value in sizes.items() if value is not None},
+        )  # fmt: skip
     panels = [(f"full compute: {full.seconds:.2f} s", full.images)]
     title = f"{args.model}, {args.steps} steps, seed {args.seed}"
     if cached is not None:
@@ -141,6 +148,8 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     generate.save_side_by_side(args.output, panels, columns, title)
     print(generate.summary(full, cached, args.steps))
     print(f"wrote {args.output}")
+    if args.model not in BUNDLED_MODELS and args.output.with_suffix(".mp4").is_file():
+        print(f"wrote {args.output.with_suffix('.mp4')} (the videos side by side)")
     return 0
 
 

@@ -123,8 +123,21 @@ def run_bundled(name: str, config: TaylorSeerConfig | None, steps: int, classes:
     return full, Result(images, seconds, flops, full_steps), len(classes)
 
 
-def run_pipeline(model: str, config: TaylorSeerConfig | None, steps: int, prompt: str, seed: int) -> Any:
-    """The same for a diffusers pipeline (a local folder or a hub id whose weights are present)."""
+def run_pipeline(
+    model: str,
+    config: TaylorSeerConfig | None,
+    steps: int,
+    prompt: str,
+    seed: int,
+    video: Path | None = None,
+    **call_kwargs: Any,
+) -> Any:
+    """The same for a diffusers pipeline (a local folder or a hub id whose weights are present).
+
+    Video pipelines (an output with `.frames`) give the first frame of each video as the images,
+    and, when `video` is a path, the first video with full compute and TaylorSeer side by side
+    there. `call_kwargs` go to `pipe(...)` as they are (height, width, num_frames, ...).
+    """
     from diffusers import DiffusionPipeline
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -132,17 +145,36 @@ def run_pipeline(model: str, config: TaylorSeerConfig | None, steps: int, prompt
     pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype).to(device)
     if not hasattr(pipe, "transformer"):
         raise ValueError(f"{model!r} is a {type(pipe).__name__}, which has no transformer to cache")
+    videos: list[Tensor] = []  # the frames (F, H, W, C) of the first video of each way of sampling
 
     def sample() -> Tensor:
         generator = torch.Generator(device).manual_seed(seed)
-        output = pipe(prompt=prompt, num_inference_steps=steps, generator=generator, output_type="np")
-        return torch.from_numpy(output.images).float()  # (N, H, W, C) in [0, 1]
+        output = pipe(
+            prompt=prompt, num_inference_steps=steps, generator=generator, output_type="np", **call_kwargs
+        )
+        if not hasattr(output, "frames"):
+            return torch.from_numpy(output.images).float()  # (N, H, W, C) in [0, 1]
+        frames = torch.from_numpy(output.frames).float()  # (N, F, H, W, C) in [0, 1]
+        videos.append(frames[0])
+        return frames[:, 0]
 
     full = Result(*measure(sample), steps)
     if config is None:
+        save_video(video, videos[:1])
         return full, None, 1
     config = TaylorSeerConfig.from_dict({**config.to_dict(), "num_steps": steps})
     with apply_taylorseer(pipe.transformer, config) as handle:
         images, seconds, flops = measure(sample)
         full_steps = handle.stats["full_steps"]
+    save_video(video, videos[::2])  # measure() samples twice: keep the first of each pair
     return full, Result(images, seconds, flops, full_steps), 1
+
+
+def save_video(path: Path | None, videos: list[Tensor], fps: int = 8) -> None:
+    """Write `videos` (each (F, H, W, C) in [0, 1]) side by side as one video file at `path`."""
+    if path is None or not videos:
+        return
+    from diffusers.utils import export_to_video
+
+    frames = torch.cat(videos, dim=2).clamp(0, 1)  # (F, H, len(videos) * W, C)
+    export_to_video(list(frames.numpy()), str(path), fps=fps)
