@@ -8,7 +8,13 @@ from typing import Any
 
 from torch import nn
 
-from taylorseer.families import BLOCK_SPECS, DEFAULT_CACHED_CHILDREN, IGNORED_BLOCKS, BlockSpec
+from taylorseer.families import (
+    BLOCK_SPECS,
+    DEFAULT_CACHED_CHILDREN,
+    IGNORED_BLOCKS,
+    WRAPPED_BLOCKS,
+    BlockSpec,
+)
 
 TIMESTEP_ARGUMENTS = ("timestep", "t", "timesteps")  # diffusers, DiT-style models, HiDream
 
@@ -105,8 +111,12 @@ def discover_blocks(model: nn.Module) -> list[Block]:
             "same-class blocks (e.g. `blocks`, `transformer_blocks`)"
         )
     blocks = []
-    for path, module_list in lists:
+    for path_of_list, module_list in lists:
         for index, module in enumerate(module_list):
+            path = f"{path_of_list}.{index}"
+            if type(module).__name__ in WRAPPED_BLOCKS:  # hook the real block inside the wrapper
+                inner = WRAPPED_BLOCKS[type(module).__name__]
+                module, path = module.get_submodule(inner), f"{path}.{inner}"
             spec = block_spec(module)
             inputs = []
             for name in spec.inputs:
@@ -114,7 +124,7 @@ def discover_blocks(model: nn.Module) -> list[Block]:
                 if argument is None:
                     raise ValueError(f"{type(module).__name__}.forward has no argument {name!r}")
                 inputs.append(argument)
-            blocks.append(Block(f"{path}.{index}", module, spec, tuple(inputs)))
+            blocks.append(Block(path, module, spec, tuple(inputs)))
     return blocks
 
 

@@ -71,11 +71,18 @@ BLOCK_SPECS: dict[str, BlockSpec] = {
     "CogVideoXBlock": BlockSpec(cached=("attn1", "ff"), **_IMAGE_FIRST_STREAMS),
     # Qwen-Image: joint attention returns (image, text) outputs; one MLP per stream.
     "QwenImageTransformerBlock": BlockSpec(cached=("attn", "img_mlp", "txt_mlp"), **_FLUX_STREAMS),
+    # HiDream's blocks (inside HiDreamBlock wrappers); its text stream gains per-block Llama tokens
+    # between blocks, so the whole-stack update is not defined: granularity "stack" does not apply.
+    "HiDreamImageTransformerBlock": BlockSpec(cached=("attn1", "ff_i", "ff_t"), **_IMAGE_FIRST_STREAMS),
+    "HiDreamImageSingleTransformerBlock": BlockSpec(cached=("attn1", "ff_i")),
     # Handled by discovery alone (one stream, children among DEFAULT_CACHED_CHILDREN):
     # WanTransformerBlock (attn1, attn2, ffn), LTXVideoTransformerBlock (attn1, attn2, ff),
     # SanaTransformerBlock (attn1, optional attn2, ff), BasicTransformerBlock of DiT (attn1, ff) and
     # PixArt (attn1, attn2, ff).
 }
+
+# Wrapper blocks whose real block is one child: its path inside the wrapper.
+WRAPPED_BLOCKS = {"HiDreamBlock": "block"}  # HiDream: a two-stream or a one-stream block inside
 
 # Block lists that are embedders, not the denoising stack: never cached, never part of the stack.
 IGNORED_BLOCKS = frozenset(

@@ -209,9 +209,15 @@ def hook_stack(blocks: list[Block], engine: Engine) -> list[Undo]:
 
     def finish(context: CallContext) -> None:
         first, (block, output) = context.scratch["stack_in"], context.scratch["stack_out"]
-        feature.record(
-            context.branch, _updates(first, _stream_outputs(block, output)), context.x, context.order
-        )
+        last = _stream_outputs(block, output)
+        for name, value in first.items():  # e.g. HiDream appends tokens to its text stream per block
+            if value is not None and last[name] is not None and value.shape != last[name].shape:
+                raise ValueError(
+                    "granularity 'stack' needs each stream to keep its shape through the blocks; "
+                    f"{name} goes from {tuple(value.shape)} to {tuple(last[name].shape)}: "
+                    "use 'block' or 'model'"
+                )
+        feature.record(context.branch, _updates(first, last), context.x, context.order)
         last_block[context.branch] = block.path
 
     engine.on_full_call_end.append(finish)
