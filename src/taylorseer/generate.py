@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -107,18 +108,17 @@ def run_bundled(name: str, config: TaylorSeerConfig | None, steps: int, classes:
     labels = torch.tensor(classes * 2)  # two rows of the requested classes
     noise = generator.noise(len(labels), seed)
 
-    def sample(cache: TaylorSeerConfig | None, progress: bool) -> Tensor:
-        images = generator.sample(noise, labels, steps=steps, cache=cache, progress=progress)
+    def sample() -> Tensor:
+        images = generator.sample(noise, labels, steps=steps, progress=True)
         return ((images + 1) / 2).permute(0, 2, 3, 1)  # (N, 16, 16, 1) in [0, 1]
 
     generator.sample(noise[:1], labels[:1], steps=2)  # warm-up: first-call costs off the clock
-    images, seconds, flops = measure(lambda: sample(None, progress=True))
-    full = Result(images, seconds, flops, steps)
+    full = Result(*measure(sample), steps)
     if config is None:
         return full, None, len(classes)
-    config = TaylorSeerConfig.from_dict({**config.to_dict(), "num_steps": steps})
+    config = dataclasses.replace(config, num_steps=steps)
     with apply_taylorseer(generator.transformer, config) as handle:
-        images, seconds, flops = measure(lambda: sample(None, progress=True))
+        images, seconds, flops = measure(sample)
         full_steps = handle.stats["full_steps"]
     return full, Result(images, seconds, flops, full_steps), len(classes)
 
@@ -162,7 +162,7 @@ def run_pipeline(
     if config is None:
         save_video(video, videos[:1])
         return full, None, 1
-    config = TaylorSeerConfig.from_dict({**config.to_dict(), "num_steps": steps})
+    config = dataclasses.replace(config, num_steps=steps)
     with apply_taylorseer(pipe.transformer, config) as handle:
         images, seconds, flops = measure(sample)
         full_steps = handle.stats["full_steps"]
