@@ -19,7 +19,7 @@ def tiny_subject() -> bench.Subject:
     def run(steps: int) -> torch.Tensor:
         return sample(model, noise, labels, steps=steps, cfg_scale=2.0).clamp(-1, 1)
 
-    return bench.Subject("tiny-dit", "dit", model, run, labels)
+    return bench.Subject("tiny-dit", "dit", model, run)
 
 
 def test_bench_rows_reports_and_targets(tmp_path):

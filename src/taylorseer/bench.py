@@ -29,13 +29,12 @@ STEPS = 50
 
 @dataclass
 class Subject:
-    """A model under test: its transformer, a sampler, the fixed noise and labels."""
+    """A model under test: its transformer and a sampler of its fixed noise and labels."""
 
     name: str
     family: str  # "dit" | "flux": picks the paper's defaults and the peers' settings
     transformer: nn.Module
     sample: Callable[[int], Tensor]  # steps -> images (N, 1, H, W) in [-1, 1], full compute
-    labels: Tensor
     scorer: Callable[[Tensor], dict[str, float]] | None = None  # images -> accuracy, FID-proxy
 
 

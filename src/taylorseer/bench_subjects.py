@@ -46,7 +46,6 @@ def bundled_subject(name: str, samples: int, seed: int) -> Subject:
         family=FAMILIES[name],
         transformer=generator.transformer,
         sample=lambda steps: generator.sample(noise, labels, steps=steps),
-        labels=labels,
         scorer=lambda images: scorer(images, labels),
     )
 
@@ -71,4 +70,4 @@ def large_flux_subject(seed: int = 0, batch: int = 1) -> Subject:
         latents = flux_digits.sample(transformer, conditioning, noise, labels, steps=steps)
         return latents / latents.abs().amax().clamp(min=1e-6)  # scaled into [-1, 1] for PSNR
 
-    return Subject("flux-large", "flux", transformer, sample, labels)
+    return Subject("flux-large", "flux", transformer, sample)

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from taylorseer.config import TaylorSeerConfig
-from taylorseer.schedule import full_step_indices
 
 Sampler = Callable[[TaylorSeerConfig | None], Tensor]  # config (None = full compute) -> samples
 
@@ -78,11 +77,6 @@ def calibrate(
             break  # no single move helps
     config = dataclasses.replace(base, full_steps=tuple(best), num_steps=num_steps)
     return config, dict(start_mse=start_error, mse=best_error, evaluations=evaluations)
-
-
-def paper_schedule_size(config: TaylorSeerConfig, num_steps: int) -> int:
-    """How many full steps `config`'s own schedule uses over `num_steps` (a budget to match)."""
-    return len(full_step_indices(num_steps, config.interval, config.effective_warmup, 0, config.full_steps))
 
 
 def calibrate_bundled(
