@@ -294,3 +294,19 @@ def test_separate_cfg_calls_keep_branches_isolated(subjects, name, granularity):
             with apply_taylorseer(subject.model, config):
                 alone = outputs([branch])
             assert all(torch.equal(a[k], b[0]) for a, b in zip(both, alone))
+
+
+def test_memory_fallback_passes_over_stack_where_streams_change_shape(subjects):
+    """HiDream's text stream grows per block: a budget that rules out "module" lands on "model"."""
+    subject = subjects("hidream")
+    config = TaylorSeerConfig(interval=5, granularity="model")
+    with apply_taylorseer(subject.model, config) as handle:
+        expected = subject.sample(SHORT)
+        model_bytes = handle.stats["cache_bytes"]
+    lean = TaylorSeerConfig(interval=5, granularity="module", memory_budget=model_bytes)
+    with pytest.warns(UserWarning) as caught, apply_taylorseer(subject.model, lean) as handle:
+        assert torch.equal(subject.sample(SHORT), expected)
+        assert handle.stats["granularity"] == "model" and handle.stats["cache_bytes"] <= model_bytes
+    fallbacks = [str(w.message).split(": using ")[-1] for w in caught]
+    assert fallbacks == ["granularity 'stack'", "granularity 'model'"]
+    assert "'stack' does not apply to this model" in str(caught[1].message)

@@ -259,12 +259,11 @@ def test_memory_budget_falls_back_to_a_leaner_granularity_and_is_never_exceeded(
     with apply_taylorseer(model, dataclasses.replace(config, granularity="stack", memory_budget=None)):
         assert all(torch.equal(a[0], b[0]) for a, b in zip(outputs, run(model, timesteps, x)))
     too_small = dataclasses.replace(config, memory_budget=feature)
-    with (
-        pytest.raises(ValueError, match=f"memory_budget={feature} bytes is too small"),
-        pytest.warns(UserWarning),
-        apply_taylorseer(model, too_small),
-    ):
-        run(model, timesteps, x)
+    with pytest.warns(UserWarning), apply_taylorseer(model, too_small) as handle:
+        for _ in range(2):  # every run raises: never a run in full counted as forecasts
+            with pytest.raises(ValueError, match=f"memory_budget={feature} bytes is too small"):
+                run(model, timesteps, x)
+            assert handle.stats["forecast_calls"] == 0 and handle.stats["cache_bytes"] == 0
     assert "forward" not in model.__dict__  # the failed run left the model clean
 
 
@@ -311,3 +310,34 @@ def test_a_new_run_with_other_inputs_reuses_no_stale_factors(change):
     with apply_taylorseer(model, config):
         fresh = run(model, timesteps, second)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(cached, fresh))
+
+
+class FloatTimestep(torch.nn.Module):
+    """ToyDiT taking the timestep as a Python float, so that it can run on the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = ToyDiT(modulated=True, mix=0.5)
+
+    def forward(self, hidden_states: torch.Tensor, timestep: float) -> torch.Tensor:
+        t = torch.full(hidden_states.shape[:1], timestep).to(hidden_states)
+        return self.inner(hidden_states=hidden_states, timestep=t)
+
+
+@pytest.mark.parametrize("granularity", ["module", "block", "stack", "model"])
+def test_a_device_change_mid_run_reuses_no_factors_from_the_old_device(granularity):
+    model, reference = FloatTimestep(), FloatTimestep()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    timesteps = nonuniform_timesteps(6)
+    x = hidden(dtype=torch.float32)
+    with apply_taylorseer(model, TaylorSeerConfig(interval=3, granularity=granularity)) as handle:
+        model.to("meta")
+        for t in timesteps[:3]:  # steps 0-2, full: factors recorded on the meta device
+            assert model(hidden_states=x.to("meta"), timestep=t).is_meta
+        model.to_empty(device="cpu").load_state_dict(weights)
+        step3 = model(hidden_states=x, timestep=timesteps[3])  # scheduled forecast, but the device changed
+        assert torch.equal(step3, reference(hidden_states=x, timestep=timesteps[3]))
+        assert handle.stats["full_steps"] == 4 and handle.stats["forecast_steps"] == 0
+        step4 = model(hidden_states=x, timestep=timesteps[4])  # forecast from the cpu factors alone
+        assert step4.device.type == "cpu" and torch.isfinite(step4).all()
+        assert handle.stats["forecast_steps"] == 1

@@ -64,6 +64,7 @@ class Engine:
         self.rule = ForecastRule(config.form, config.order, dtype)
         self.budget = MemoryBudget(config.memory_budget)
         self.granularity = config.granularity  # may turn leaner to fit the memory budget
+        self.exceeded: BudgetExceeded | None = None  # why it turned leaner
         self.features: list[CachedFeature] = []
         self.model_feature: CachedFeature | None = None  # granularity "model": the output itself
         self.on_full_call_end: list[Callable[[CallContext], None]] = []
@@ -84,16 +85,19 @@ class Engine:
         self.budget.release()
         self.ready.clear()
 
-    def downgrade(self, exceeded: BudgetExceeded) -> None:
-        """Install the next leaner granularity that can hold the factors, or raise."""
+    def downgrade(self, exceeded: BudgetExceeded, why: str | None = None) -> None:
+        """Install the next leaner granularity that can hold the factors, or raise.
+
+        `why` the current granularity fails; by default, that `exceeded` says it needs too much."""
+        self.exceeded = exceeded
+        why = why or f"needs {exceeded.needed} bytes of cache, over memory_budget={exceeded.limit}"
         for leaner in LEANER[self.granularity]:
             try:
                 self.install(leaner)
             except ValueError:
                 continue  # this model's blocks do not allow that granularity
             warnings.warn(
-                f"TaylorSeer granularity {self.granularity!r} needs {exceeded.needed} bytes of cache, over "
-                f"memory_budget={exceeded.limit}: using granularity {leaner!r}",
+                f"TaylorSeer granularity {self.granularity!r} {why}: using granularity {leaner!r}",
                 stacklevel=3,
             )
             self.granularity = leaner

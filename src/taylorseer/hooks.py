@@ -22,6 +22,10 @@ Forward = Callable[..., Any]
 Undo = Callable[[], None]
 
 
+class StreamsChangeShape(ValueError):
+    """Granularity "stack" met a model whose blocks change a stream's shape (e.g. HiDream)."""
+
+
 def is_wrapped(module: nn.Module) -> bool:
     return getattr(module.__dict__.get("forward"), "_taylorseer", False)
 
@@ -73,6 +77,11 @@ def hook_model(model: nn.Module, engine: Engine) -> Undo:
                     return output
                 except BudgetExceeded as exceeded:
                     engine.downgrade(exceeded)  # hooks of a leaner granularity; then run the step again
+                    context.scratch.clear()
+                except StreamsChangeShape:
+                    if engine.exceeded is None:
+                        raise  # the user asked for "stack"
+                    engine.downgrade(engine.exceeded, "does not apply to this model")  # a fallback: go on
                     context.scratch.clear()
 
         def forward(*args: Any, **kwargs: Any) -> Any:
@@ -212,7 +221,7 @@ def hook_stack(blocks: list[Block], engine: Engine) -> list[Undo]:
         last = _stream_outputs(block, output)
         for name, value in first.items():  # e.g. HiDream appends tokens to its text stream per block
             if value is not None and last[name] is not None and value.shape != last[name].shape:
-                raise ValueError(
+                raise StreamsChangeShape(
                     "granularity 'stack' needs each stream to keep its shape through the blocks; "
                     f"{name} goes from {tuple(value.shape)} to {tuple(last[name].shape)}: "
                     "use 'block' or 'model'"
