@@ -1,7 +1,8 @@
 """Scale-out on torch.distributed: 2 CPU processes (gloo, loopback only) against one process.
 
 One spawn runs every scenario on tiny random models and saves what each rank saw; the tests
-compare that with the same sampling done here in a single process.
+compare that with the same sampling done here in a single process. A second spawn runs
+`taylorseer generate --context-parallel ulysses` on a tiny FLUX pipeline folder, as torchrun would.
 """
 
 from __future__ import annotations
@@ -123,12 +124,17 @@ def _scenarios(rank: int) -> dict:
     return saved
 
 
-def _worker(rank: int, port: int, folder: str) -> None:
+def _as_torchrun(rank: int, port: int) -> None:
+    """This process as rank `rank` of WORLD, in the environment torchrun would give it."""
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",  # loopback only
     )  # fmt: skip
     torch.set_num_threads(1)
+
+
+def _worker(rank: int, port: int, folder: str) -> None:
+    _as_torchrun(rank, port)
     with distributed.process_group() as (joined_rank, world):
         assert (joined_rank, world) == (rank, WORLD)
         torch.save(_scenarios(rank), Path(folder) / f"rank{rank}.pt")
@@ -140,18 +146,24 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory) -> list[dict]:
-    folder = tmp_path_factory.mktemp("ranks")
+def _spawn(worker, *arguments) -> None:
+    """`worker(rank, port, *arguments)` on WORLD spawned processes; fails the test after TIMEOUT_S."""
     start = time.monotonic()
-    arguments = (_free_port(), str(folder))
-    context = mp.start_processes(_worker, arguments, nprocs=WORLD, join=False, start_method="spawn")
+    context = mp.start_processes(
+        worker, (_free_port(), *arguments), nprocs=WORLD, join=False, start_method="spawn"
+    )
     while not context.join(timeout=max(0.1, TIMEOUT_S - (time.monotonic() - start))):
         if time.monotonic() - start > TIMEOUT_S:
             for process in context.processes:
                 with contextlib.suppress(Exception):
                     process.kill()
             pytest.fail(f"the {WORLD} ranks did not finish within {TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    folder = tmp_path_factory.mktemp("ranks")
+    _spawn(_worker, str(folder))
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
@@ -264,15 +276,16 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     assert done.returncode == 0 and "--classes" in done.stdout
 
 
-def test_check_launch_refuses_odd_cfg_pairs_and_pipelines(monkeypatch):
+def test_check_launch_refuses_odd_cfg_pairs_and_pipelines_without_context_parallel(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(ValueError, match="even number of ranks"):
-        distributed.check_launch(bundled=True, cfg_parallel=True)
-    with pytest.raises(ValueError, match="bundled models only"):
-        distributed.check_launch(bundled=False, cfg_parallel=False)
-    distributed.check_launch(bundled=True, cfg_parallel=False)
+        distributed.check_launch("dit-digits", bundled=True, cfg_parallel=True)
+    with pytest.raises(ValueError, match="'some/pipeline'.*bundled models only.*--context-parallel"):
+        distributed.check_launch("some/pipeline", bundled=False)
+    distributed.check_launch("dit-digits", bundled=True)
+    distributed.check_launch("some/pipeline", bundled=False, context_parallel="ulysses")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    distributed.check_launch(bundled=True, cfg_parallel=True)
+    distributed.check_launch("dit-digits", bundled=True, cfg_parallel=True)
 
 
 def test_without_a_launcher_the_world_is_one_process(monkeypatch):
@@ -285,3 +298,87 @@ def test_without_a_launcher_the_world_is_one_process(monkeypatch):
     expected = generator.sample(generator.noise(2, 3), torch.tensor([2, 2]), steps=4)
     assert torch.equal(full.images, ((expected + 1) / 2).permute(0, 2, 3, 1))
     assert not torch.distributed.is_initialized()
+
+
+# --- `taylorseer generate --context-parallel` on a diffusers pipeline folder -----------------
+
+CP_ARGUMENTS = ["--steps", "6", "--interval", "3", "--height", "32", "--width", "32"]
+
+
+def flux_pipeline_folder(folder: Path) -> Path:
+    """test_pipelines' tiny FLUX pipeline with tiny CLIP and T5 text encoders (the CLI passes a
+    prompt), saved with save_pretrained; its 64 image and 512 text tokens split over 2 ranks."""
+    import diffusers
+    import transformers
+
+    from test_pipelines import TEXT, WIDTH, WORDS, _tokenizer, build_flux
+
+    pipe = build_flux(folder / "bare").pipe
+    torch.manual_seed(0)
+    clip = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            vocab_size=len(WORDS), hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=1,
+            num_attention_heads=4, max_position_embeddings=TEXT, pad_token_id=0, bos_token_id=0,
+            eos_token_id=1,
+        )
+    )  # fmt: skip
+    t5 = transformers.T5EncoderModel(
+        transformers.T5Config(
+            vocab_size=len(WORDS), d_model=WIDTH, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )  # fmt: skip
+    encoders = dict(text_encoder=clip, tokenizer=_tokenizer(), text_encoder_2=t5, tokenizer_2=_tokenizer())
+    diffusers.FluxPipeline(**(pipe.components | encoders)).save_pretrained(folder / "flux")
+    return folder / "flux"
+
+
+def _recording(save, record: Path):
+    """`generate.save_side_by_side` that also saves its panels' images to `record`."""
+
+    def save_and_record(path, panels, columns, title):
+        torch.save([images for _, images in panels], record)
+        save(path, panels, columns, title)
+
+    return save_and_record
+
+
+def _cli_worker(rank: int, port: int, folder: str, argv: list[str]) -> None:
+    from taylorseer import generate
+    from taylorseer.cli import main
+
+    _as_torchrun(rank, port)
+    generate.save_side_by_side = _recording(generate.save_side_by_side, Path(folder) / f"panels{rank}.pt")
+    (Path(folder) / f"exit{rank}").write_text(str(main(argv)))
+
+
+@pytest.fixture(scope="module")
+def flux_folder(tmp_path_factory) -> Path:
+    return flux_pipeline_folder(tmp_path_factory.mktemp("pipelines"))
+
+
+def test_cli_context_parallel_writes_on_rank_0_what_one_process_writes(flux_folder, tmp_path, monkeypatch):
+    from taylorseer import generate
+    from taylorseer.cli import main
+
+    written = tmp_path / "written"
+    written.mkdir()
+    argv = ["generate", "--model", str(flux_folder), *CP_ARGUMENTS]
+    _spawn(
+        _cli_worker,
+        str(tmp_path),
+        [*argv, "--output", str(written / "cp.png"), "--context-parallel", "ulysses"],
+    )
+    assert [(tmp_path / f"exit{rank}").read_text() for rank in range(WORLD)] == ["0"] * WORLD
+    assert [path.name for path in written.iterdir()] == ["cp.png"]  # rank 0's, and nothing else
+    assert not (tmp_path / "panels1.pt").exists()  # rank 1 saved no panels
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    record = tmp_path / "single.pt"
+    monkeypatch.setattr(generate, "save_side_by_side", _recording(generate.save_side_by_side, record))
+    assert main([*argv, "--output", str(tmp_path / "single.png")]) == 0
+    (full, cached), (cp_full, cp_cached) = torch.load(record), torch.load(tmp_path / "panels0.pt")
+    close(cp_full, full)
+    close(cp_cached, cached)
+    assert (cached - full).abs().max() > 1e-4  # the cache forecast

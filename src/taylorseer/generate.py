@@ -130,13 +130,16 @@ def run_pipeline(
     prompt: str,
     seed: int,
     video: Path | None = None,
+    prepare: Callable[[Any], None] | None = None,
     **call_kwargs: Any,
 ) -> Any:
     """The same for a diffusers pipeline (a local folder or a hub id whose weights are present).
 
     Video pipelines (an output with `.frames`) give the first frame of each video as the images,
     and, when `video` is a path, the first video with full compute and TaylorSeer side by side
-    there. `call_kwargs` go to `pipe(...)` as they are (height, width, num_frames, ...).
+    there. `prepare(pipe)` runs once the pipeline is loaded, before any sampling and before the
+    cache (e.g. `distributed.enable_context_parallel` on its transformer). `call_kwargs` go to
+    `pipe(...)` as they are (height, width, num_frames, ...).
     """
     from diffusers import DiffusionPipeline
 
@@ -145,6 +148,8 @@ def run_pipeline(
     pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype).to(device)
     if not hasattr(pipe, "transformer"):
         raise ValueError(f"{model!r} is a {type(pipe).__name__}, which has no transformer to cache")
+    if prepare is not None:
+        prepare(pipe)
     videos: list[Tensor] = []  # the frames (F, H, W, C) of the first video of each way of sampling
 
     def sample() -> Tensor:

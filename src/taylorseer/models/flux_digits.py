@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,35 @@ def velocity(transformer: nn.Module, tokens: Tensor, sigma: Tensor, text: Tensor
     )[0]  # fmt: skip
 
 
+Guide = Callable[[Tensor, Tensor], Tensor]  # (tokens (n, T, C), timestep) -> guided flow (n, T, C)
+
+
+def sigmas(t: Tensor, tokens: Tensor) -> Tensor:
+    """The scheduler's timestep `t` (0-1000) as the noise level of each of `tokens`' samples, (N,)."""
+    return (t / 1000).expand(tokens.shape[0]).to(tokens.dtype)
+
+
+def batched_guide(
+    transformer: nn.Module, conditioning: ClassConditioning, labels: Tensor, cfg_scale: float
+) -> Guide:
+    """One transformer call per step: with guidance both branches as one batch of 2n
+    (conditional, then null class), combined as uncond + cfg_scale * (cond - uncond)."""
+    guided = cfg_scale != 1.0
+    text, pooled = conditioning(
+        torch.cat([labels, torch.full_like(labels, NUM_CLASSES)]) if guided else labels
+    )
+
+    def guide(tokens: Tensor, t: Tensor) -> Tensor:
+        batch = torch.cat([tokens, tokens]) if guided else tokens
+        flow = velocity(transformer, batch, sigmas(t, batch), text, pooled)
+        if not guided:
+            return flow
+        cond, uncond = flow.chunk(2)
+        return uncond + cfg_scale * (cond - uncond)
+
+    return guide
+
+
 @torch.no_grad()
 def sample(
     transformer: nn.Module,
@@ -83,21 +113,21 @@ def sample(
     cfg_scale: float = 3.0,
     cache: TaylorSeerConfig | None = None,
     progress: bool = False,
+    guide: Guide | None = None,
 ) -> Tensor:
     """Denoise `noise` (n, 4, 8, 8) toward the classes `labels` (n,); returns (n, 4, 8, 8) latents.
 
     Euler steps of diffusers' FlowMatchEulerDiscreteScheduler (shift 3); CFG as one batched call
-    of 2n (conditional, then null class). `cache` applies TaylorSeer for the duration of the call.
+    of 2n (conditional, then null class). `guide` replaces that call (see `batched_guide`;
+    `distributed.cfg_parallel_flux` runs one branch per rank). `cache` applies TaylorSeer for
+    the duration of the call.
     """
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     scheduler = FlowMatchEulerDiscreteScheduler(shift=SHIFT)
     scheduler.set_timesteps(steps)
-    n = noise.shape[0]
-    guided = cfg_scale != 1.0
-    all_labels = torch.cat([labels, torch.full_like(labels, NUM_CLASSES)]) if guided else labels
-    text, pooled = conditioning(all_labels)
-    latents = pack(noise)
+    guide = guide or batched_guide(transformer, conditioning, labels, cfg_scale)
+    latents = pack(noise)  # (n, 16, 16)
     handle = None
     if cache is not None:
         from taylorseer import apply_taylorseer
@@ -110,17 +140,11 @@ def sample(
 
             timesteps = tqdm(timesteps, desc="FLUX sampling")
         for t in timesteps:
-            batch = torch.cat([latents, latents]) if guided else latents
-            sigma = (t / 1000).expand(batch.shape[0]).to(latents.dtype)
-            flow = velocity(transformer, batch, sigma, text, pooled)
-            if guided:
-                cond, uncond = flow.chunk(2)
-                flow = uncond + cfg_scale * (cond - uncond)
-            latents = scheduler.step(flow, t, latents, return_dict=False)[0]
+            latents = scheduler.step(guide(latents, t), t, latents, return_dict=False)[0]
     finally:
         if handle is not None:
             handle.remove()
-    return unpack(latents[:n])
+    return unpack(latents)
 
 
 def load(folder: str | Path) -> tuple[nn.Module, ClassConditioning]:
