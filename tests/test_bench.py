@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from taylorseer import TaylorSeerConfig, bench, bench_report, bench_run
+from taylorseer.calibrate import with_full_steps
 from taylorseer.models.dit import sample
 from toy_models import tiny_dit
 
@@ -24,10 +25,18 @@ def tiny_subject() -> bench.Subject:
 
 def test_bench_rows_reports_and_targets(tmp_path):
     subject = tiny_subject()
-    methods = bench.our_methods("dit")
-    rows = bench.run(subject, methods, repeats=1, log=lambda line: None)
+    calibrated = with_full_steps(TaylorSeerConfig(), [0, 1, 9, 17, 24, 31, 36, 40, 44, 47, 48, 49], 50)
+    methods = bench.our_methods("dit", calibrated=calibrated)
+    follow_ups = bench_run.at_equal_full_steps(TaylorSeerConfig())
+    rows = bench.run(subject, methods, repeats=1, log=lambda line: None, follow_ups=follow_ups)
     by_label = {row.method: row for row in rows}
-    assert [row.method for row in rows] == [m.label for m in methods]
+    assert [row.method for row in rows][: len(methods)] == [m.label for m in methods]
+    adaptive = [row for row in rows if row.method.startswith("ours: adaptive")]
+    assert len(adaptive) == 3 and all(row.full_steps < 50 for row in adaptive)
+    for row in adaptive:  # followed by the paper's even placement of as many full steps
+        even = by_label[f"ours: even placement, {row.full_steps} full steps"]
+        assert even.full_steps == row.full_steps and even.flops < row.flops  # the probes cost FLOPs
+    assert by_label["ours: calibrated"].full_steps == 12
     full, ours = by_label["full compute"], by_label["ours: default"]
     assert math.isinf(full.metrics["psnr"]) and full.full_steps == 50
     assert full.flops / ours.flops > 3  # 12 of 50 steps run the model
@@ -45,18 +54,74 @@ def test_bench_rows_reports_and_targets(tmp_path):
         json.loads((tmp_path / "bench.json").read_text())["models"]["tiny-dit"][0]["method"] == "full compute"
     )
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    assert any("fewer steps" in line and "target +3 dB" in line for line in bench_report.targets(results))
+    targets = bench_report.targets(results)
+    assert any("fewer steps" in line and "target +3 dB" in line for line in targets)
+    assert any(line.startswith("tiny-dit: calibrated schedule") and "+2 dB" in line for line in targets)
+    assert sum("adaptive" in line and "even placement" in line for line in targets) == 3
 
 
 def test_peer_rows_run_through_the_same_harness():
     pytest.importorskip("cache_dit")
     subject = tiny_subject()
-    methods = [bench.Method("full compute", "full"), *bench_run.peer_methods("dit", TaylorSeerConfig())]
-    rows = bench.run(subject, methods, repeats=1, log=lambda line: None)
+    default = TaylorSeerConfig()
+    methods = [
+        bench.Method("full compute", "full"),
+        bench.Method("ours: default", "ours", config=default),
+        *bench_run.peer_methods("dit", default),
+    ]
+    follow_ups = bench_run.at_equal_full_steps(TaylorSeerConfig())
+    rows = bench.run(subject, methods, repeats=1, log=lambda line: None, follow_ups=follow_ups)
     by_label = {row.method: row for row in rows}
+    peers = [row for row in rows if row.kind == "peer"]
+    for row in peers:  # ours at each peer's own full-step count
+        if row.full_steps < 50:
+            mine = by_label[f"ours: late-dense placement, {row.full_steps} full steps"]
+            assert mine.full_steps == row.full_steps
+    assert any("ours (late-dense placement)" in line for line in bench_report.targets({"tiny-dit": rows}))
+    rows = [rows[0], *peers]
     same = by_label["diffusers TaylorSeerCache (our modules, schedule)"]
     assert same.full_steps is not None and 1 < same.full_steps < 50  # counted per model call
     assert rows[0].flops / same.flops > 2
     for row in rows[1:]:
         assert row.kind == "peer" and row.metrics["psnr"] > 0  # inf where a peer found nothing to skip
     assert same.metrics["psnr"] < math.inf
+
+
+def tiny_clip(folder):
+    """A random CLIP with a character-level vocabulary, saved as a local model folder."""
+    import json
+    import string
+
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    chars = list(string.ascii_lowercase + string.digits)
+    vocab = ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    text = dict(layers, vocab_size=len(vocab), max_position_embeddings=32, bos_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    vision = dict(layers, image_size=32, patch_size=8)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = CLIPProcessor(images, tokenizer)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model, processor
+
+
+def test_clip_scorer_is_the_clip_cosine_of_images_and_prompts(tmp_path):
+    from taylorseer.bench_subjects import clip_scorer
+
+    model, processor = tiny_clip(tmp_path)
+    images = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    prompts = [f"a handwritten digit {k}" for k in range(3)]
+    score = clip_scorer(tmp_path)(images, prompts)["clip_score"]
+    pixels = ((images + 1) * 127.5).round().to(torch.uint8).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        out = model(**processor(text=prompts, images=list(pixels), return_tensors="pt", padding=True))
+    cosine = (out.image_embeds * out.text_embeds).sum(-1)
+    assert score == pytest.approx(100 * cosine.clamp(min=0).mean().item(), rel=1e-4)
+    with pytest.raises(ValueError, match="not a CLIP model folder"):
+        clip_scorer(tmp_path / "missing")

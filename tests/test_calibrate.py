@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer
-from taylorseer.calibrate import calibrate, neighbours, spread
+from taylorseer.calibrate import calibrate, neighbours, spread, starting_points
 from taylorseer.models.dit import sample
 from toy_models import tiny_dit
 
@@ -12,6 +12,11 @@ from toy_models import tiny_dit
 def test_spread_and_neighbours():
     assert spread(50, 12, 3) == [0, 1, 2, 7, 12, 18, 23, 28, 33, 39, 44, 49]
     assert spread(10, 2, 2) == [0, 1]
+    late = spread(50, 12, 2, density=2.0)
+    assert late == [0, 1, 10, 18, 25, 32, 37, 41, 45, 47, 48, 49]  # gaps shrink toward the end
+    assert spread(10, 9, 1, density=3.0) == [0, 2, 3, 4, 5, 6, 7, 8, 9]  # crowded: still distinct
+    points = starting_points(50, 12)
+    assert spread(50, 12, 3) in points and late in points and len(points) == len(set(map(tuple, points)))
     with pytest.raises(ValueError, match="budget"):
         spread(10, 11, 2)
     moves = neighbours([0, 1, 5, 9], 10, fixed=2, reach=1)

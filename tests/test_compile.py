@@ -20,14 +20,14 @@ class Stateless(ToyDiT):
         return self.final(hidden_states)
 
 
-def compiled_run(granularity: str, depth: int, steps: int) -> tuple[int, bool]:
+def compiled_run(granularity: str, depth: int, steps: int, schedule: str = "fixed") -> tuple[int, bool]:
     """(graphs compiled, whether the compiled outputs equal eager ones) for one cached run."""
     torch._dynamo.reset()
     counters.clear()
     model = Stateless(depth=depth, modulated=True, mix=0.5)
     timesteps = nonuniform_timesteps(steps)
     x = torch.ones(2, 4, 8)
-    config = TaylorSeerConfig(interval=3, granularity=granularity)
+    config = TaylorSeerConfig(interval=3, granularity=granularity, schedule=schedule)
     with apply_taylorseer(model, config):
         eager = [model(hidden_states=x, timestep=torch.full((2,), t)) for t in timesteps]
     with apply_taylorseer(model, config) as handle:
@@ -44,3 +44,10 @@ def test_compiled_graphs_do_not_grow_with_depth_or_steps(granularity):
     large_graphs, large_same = compiled_run(granularity, depth=4, steps=20)
     assert small_same and large_same
     assert 0 < small_graphs == large_graphs <= 16
+
+
+def test_adaptive_refresh_compiles_with_bounded_graphs():
+    small_graphs, small_same = compiled_run("model", depth=2, steps=10, schedule="adaptive")
+    large_graphs, large_same = compiled_run("model", depth=4, steps=20, schedule="adaptive")
+    assert small_same and large_same
+    assert 0 < small_graphs == large_graphs <= 24  # the probing forward, cut after block 0, adds a few

@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taylorseer import TaylorSeerConfig
-from taylorseer.config import ABSCISSAE, FACTOR_DTYPES, FORMS, GRANULARITIES
+from taylorseer.config import (
+    ABSCISSAE,
+    DEFAULT_ERROR_BUDGET,
+    FACTOR_DTYPES,
+    FORMS,
+    GRANULARITIES,
+    SCHEDULES,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +89,26 @@ FIELD_VALUES = {
     "granularity": st.one_of(st.sampled_from(GRANULARITIES), ANYTHING),
     "factors_dtype": st.one_of(st.none(), st.sampled_from(FACTOR_DTYPES), ANYTHING),
     "official_quirks": st.one_of(st.booleans(), ANYTHING),
+    "memory_budget": st.one_of(st.none(), st.integers(-2, 10**9), ANYTHING),
+    "schedule": st.one_of(st.none(), st.sampled_from(SCHEDULES), ANYTHING),
+    "error_budget": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
 }
+
+
+def test_the_property_test_covers_every_field():
+    assert set(FIELD_VALUES) == {field.name for field in dataclasses.fields(TaylorSeerConfig)}
+
+
+def test_schedule_kind_follows_full_steps_and_error_budget_needs_adaptive():
+    assert TaylorSeerConfig().schedule == "fixed"
+    assert TaylorSeerConfig(full_steps=(0, 3)).schedule == "calibrated"
+    with pytest.raises(ValueError, match="schedule='adaptive' with full_steps=\\(0, 3\\)"):
+        TaylorSeerConfig(schedule="adaptive", full_steps=(0, 3))
+    with pytest.raises(ValueError, match="schedule='calibrated' with full_steps=None"):
+        TaylorSeerConfig(schedule="calibrated")
+    with pytest.raises(ValueError, match="error_budget=0.1 needs schedule='adaptive'"):
+        TaylorSeerConfig(error_budget=0.1)
+    assert TaylorSeerConfig(schedule="adaptive").effective_error_budget == DEFAULT_ERROR_BUDGET
 
 
 @settings(max_examples=400, deadline=None)

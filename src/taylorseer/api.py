@@ -10,6 +10,7 @@ from taylorseer import hooks
 from taylorseer.config import TaylorSeerConfig
 from taylorseer.discovery import cached_children, discover_blocks, timestep_argument
 from taylorseer.engine import Engine
+from taylorseer.probe import Probe
 
 
 class TaylorSeerHandle:
@@ -25,7 +26,8 @@ class TaylorSeerHandle:
     def stats(self) -> dict[str, Any]:
         """Counts of the current (or last) run: full_steps, forecast_steps, full_calls,
         forecast_calls, nonfinite_fallbacks (forecasts that overflowed and were recomputed),
-        steps, cached_modules, cache_bytes (bytes of factors held now)."""
+        probe_refreshes (adaptive: forecasts the probe turned full), steps, granularity,
+        cached_modules, cache_bytes (bytes of factors held now)."""
         return self._engine.stats
 
     def reset(self) -> None:
@@ -80,6 +82,9 @@ def apply_taylorseer(model: nn.Module, config: TaylorSeerConfig | None = None) -
         uninstall()
         engine.clear_features()
         _hook_cached_units(model, engine, granularity, unit_hooks)
+        if config.schedule == "adaptive":  # outermost on the first block: sees its real output
+            engine.probe = Probe(discover_blocks(model)[0], engine)
+            unit_hooks.append(hooks.wrap_forward(engine.probe.block.module, engine.probe.wrap))
 
     engine.install = install
     try:

@@ -72,9 +72,18 @@ def paper_preset(family: str) -> TaylorSeerConfig:
     }[family]
 
 
-def our_methods(family: str, default: TaylorSeerConfig | None = None) -> list[Method]:
+# Adaptive rows: order 1 forecasts best between probe-placed full steps on both bundled models
+# (order 2 overshoots after long gaps); three error budgets trace its speed/fidelity curve.
+ADAPTIVE = dict(schedule="adaptive", order=1, interval=6)
+ADAPTIVE_BUDGETS = (0.03, 0.06, 0.1)
+
+
+def our_methods(
+    family: str, default: TaylorSeerConfig | None = None, calibrated: TaylorSeerConfig | None = None
+) -> list[Method]:
     """Our rows: the paper preset, our default, each granularity at the default's schedule,
-    plain reuse at that schedule, and fewer steps at the default's number of evaluations."""
+    plain reuse at that schedule, the `calibrated` schedule, adaptive refresh at a few error
+    budgets, and fewer steps at the default's number of evaluations."""
     default = default or TaylorSeerConfig()
     from taylorseer.schedule import full_step_indices
 
@@ -92,6 +101,11 @@ def our_methods(family: str, default: TaylorSeerConfig | None = None) -> list[Me
             methods.append(Method(f"ours: granularity {granularity}", "ours", config=config))
     reuse = dataclasses.replace(default, order=0, warmup=default.effective_warmup)
     methods.append(Method("FORA (order 0, same schedule)", "ours", config=reuse))
+    if calibrated is not None:
+        methods.append(Method("ours: calibrated", "ours", config=calibrated))
+    for budget in ADAPTIVE_BUDGETS:
+        config = dataclasses.replace(default, **ADAPTIVE, error_budget=budget)
+        methods.append(Method(f"ours: adaptive, error budget {budget}", "ours", config=config))
     methods.append(Method(f"fewer steps ({evaluations})", "fewer-steps", steps=evaluations))
     return methods
 
@@ -163,16 +177,27 @@ def score(subject: Subject, rows: list[Row], images: list[Tensor]) -> None:
 
 
 def run(
-    subject: Subject, methods: list[Method], repeats: int = 3, log: Callable[[str], None] = print
+    subject: Subject,
+    methods: list[Method],
+    repeats: int = 3,
+    log: Callable[[str], None] = print,
+    follow_ups: Callable[[list[Row]], list[Method]] | None = None,
 ) -> list[Row]:
-    """All methods on one subject; the first method must be full compute."""
+    """All methods on one subject, then those `follow_ups` picks from their rows (e.g. ours at
+    the full-step count that an adaptive method chose); the first method must be full compute."""
     if methods[0].kind != "full":
         raise ValueError(f"the first method must be full compute, got {methods[0].label!r}")
     rows, images = [], []
-    for method in methods:
+
+    def measure(method: Method) -> None:
         row, output = run_method(subject, method, repeats)
         rows.append(row)
         images.append(output)
         log(f"{subject.name:12s} {method.label:45s} {row.latency_s:7.3f} s  full steps {row.full_steps}")
+
+    for method in methods:
+        measure(method)
+    for method in follow_ups(rows) if follow_ups else []:
+        measure(method)
     score(subject, rows, images)
     return rows

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from taylorseer import bench, bench_report
 from taylorseer.bench import Method, Row, Subject
+from taylorseer.calibrate import spread, with_full_steps
 from taylorseer.config import TaylorSeerConfig
+from taylorseer.models.bundled import calibrated_config
 
 # The modules our granularity "module" caches, as regexes for diffusers' TaylorSeerCache.
 SAME_MODULES = {
@@ -56,10 +59,37 @@ LATENCY_ROWS = ("full compute", "TaylorSeer official preset", "ours: default", "
 
 
 def methods_for(subject: Subject, default: TaylorSeerConfig, with_peers: bool) -> list[Method]:
-    methods = bench.our_methods(subject.family, default)
     if subject.name == "flux-large":
+        methods = bench.our_methods(subject.family, default)
         methods = [m for m in methods if m.label in LATENCY_ROWS or m.kind == "fewer-steps"]
+    else:
+        methods = bench.our_methods(subject.family, default, calibrated_config(subject.name))
     return methods + (peer_methods(subject.family, default) if with_peers else [])
+
+
+def at_equal_full_steps(default: TaylorSeerConfig) -> Callable[[list[Row]], list[Method]]:
+    """Follow-up rows of ours at the full-step counts that adaptive methods chose: the paper's
+    even placement at each adaptive row's count, a late-dense placement at each peer's."""
+
+    def follow_ups(rows: list[Row]) -> list[Method]:
+        methods: dict[str, Method] = {}
+        for row in rows:
+            count = row.full_steps
+            if count is None or count >= bench.STEPS:
+                continue
+            if row.method.startswith("ours: adaptive"):
+                label = f"ours: even placement, {count} full steps"
+                steps = spread(bench.STEPS, count, min(default.effective_warmup, count))
+            elif row.kind == "peer":
+                label = f"ours: late-dense placement, {count} full steps"
+                steps = spread(bench.STEPS, count, min(2, count), density=1.5)
+            else:
+                continue
+            config = with_full_steps(default, steps, bench.STEPS)
+            methods.setdefault(label, Method(label, "ours", config=config))
+        return list(methods.values())
+
+    return follow_ups
 
 
 def write(out: Path, results: dict[str, list[Row]], settings: dict, seconds: float) -> None:
@@ -90,8 +120,10 @@ def main(args: argparse.Namespace) -> int:
         if name == "flux-large":
             subject = bench_subjects.large_flux_subject(seed=args.seed)
         else:
-            subject = bench_subjects.bundled_subject(name, args.samples, args.seed)
-        results[name] = bench.run(subject, methods_for(subject, default, not args.no_peers), args.repeats)
+            subject = bench_subjects.bundled_subject(name, args.samples, args.seed, args.scorer)
+        follow_ups = None if name == "flux-large" else at_equal_full_steps(default)
+        methods = methods_for(subject, default, not args.no_peers)
+        results[name] = bench.run(subject, methods, args.repeats, follow_ups=follow_ups)
     settings = dict(
         command=" ".join(["taylorseer bench", *args.argv]), samples=args.samples, seed=args.seed,
         repeats=args.repeats, steps=bench.STEPS, default=default.to_dict(),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import FluxTransformer2DModel
@@ -35,18 +37,64 @@ def digit_scorer() -> Callable[[Tensor, Tensor], dict[str, float]]:
     return scorer
 
 
-def bundled_subject(name: str, samples: int, seed: int) -> Subject:
-    """A bundled model sampling `samples` digits (classes cycling 0-9) from fixed seeds."""
+def clip_scorer(folder: Path) -> Callable[[Tensor, list[str]], dict[str, float]]:
+    """(images (N, C, H, W) in [-1, 1], their prompts) -> torchmetrics' CLIP score, with the CLIP
+    model and processor of a local folder (as `save_pretrained` writes them; nothing is downloaded)."""
+    from torchmetrics.multimodal.clip_score import CLIPScore
+    from transformers import CLIPModel, CLIPProcessor
+
+    if not (Path(folder) / "config.json").is_file():
+        raise ValueError(f"--scorer {str(folder)!r} is not a CLIP model folder (no config.json)")
+
+    class ProjectedFeatures(CLIPModel):
+        """torchmetrics 1.9 takes tensors from get_*_features, transformers 5 returns model outputs
+        (torchmetrics issue #3407, fixed after 1.9): hand it the projected embeddings."""
+
+        def get_image_features(self, *args: Any, **kwargs: Any) -> Tensor:
+            return _projected(super().get_image_features(*args, **kwargs))
+
+        def get_text_features(self, *args: Any, **kwargs: Any) -> Tensor:
+            return _projected(super().get_text_features(*args, **kwargs))
+
+    def load() -> tuple[CLIPModel, CLIPProcessor]:
+        model = ProjectedFeatures.from_pretrained(folder, local_files_only=True).eval()
+        return model, CLIPProcessor.from_pretrained(folder, local_files_only=True)
+
+    metric = CLIPScore(model_name_or_path=load)
+
+    @torch.no_grad()
+    def scorer(images: Tensor, prompts: list[str]) -> dict[str, float]:
+        pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # the processor's range
+        pixels = pixels.expand(-1, 3, -1, -1) if pixels.shape[1] == 1 else pixels
+        metric.reset()
+        return dict(clip_score=float(metric(list(pixels), prompts)))
+
+    return scorer
+
+
+def _projected(features: Any) -> Tensor:
+    return features if isinstance(features, Tensor) else features.pooler_output
+
+
+def bundled_subject(name: str, samples: int, seed: int, clip_folder: Path | None = None) -> Subject:
+    """A bundled model sampling `samples` digits (classes cycling 0-9) from fixed seeds; with
+    `clip_folder`, the CLIP score of each image against "a handwritten digit <label>" too."""
     generator = load_bundled(name)
     labels = torch.arange(samples) % 10
     noise = generator.noise(samples, seed)
-    scorer = digit_scorer()
+    digits = digit_scorer()
+    clip = clip_scorer(clip_folder) if clip_folder is not None else None
+    prompts = [f"a handwritten digit {label}" for label in labels.tolist()]
+
+    def scorer(images: Tensor) -> dict[str, float]:
+        return {**digits(images, labels), **(clip(images, prompts) if clip else {})}
+
     return Subject(
         name=name,
         family=FAMILIES[name],
         transformer=generator.transformer,
         sample=lambda steps: generator.sample(noise, labels, steps=steps),
-        scorer=lambda images: scorer(images, labels),
+        scorer=scorer,
     )
 
 

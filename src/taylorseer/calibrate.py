@@ -1,9 +1,11 @@
 """Calibrated schedules: where to put a budget of full steps, searched on a few samples.
 
-For a fixed budget of full steps, the search moves one full step at a time to the neighbouring
-position that most lowers the error of the cached samples against full compute (run closed
-loop: forecast errors feed back into the sampler as they would in use), until no single move
-helps. The result is a `TaylorSeerConfig` with an explicit `full_steps` list.
+For a fixed budget of full steps, the search first tries a small family of placements (1-3
+leading full steps, the rest evenly spaced or denser toward the end, where samplers are most
+sensitive), then moves one full step at a time to a neighbouring position whenever that lowers
+the error of the cached samples against full compute (run closed loop: forecast errors feed
+back into the sampler as they would in use), until no single move helps. The result is a
+`TaylorSeerConfig` with schedule "calibrated" and an explicit `full_steps` list.
 """
 
 from __future__ import annotations
@@ -19,15 +21,42 @@ from taylorseer.config import TaylorSeerConfig
 Sampler = Callable[[TaylorSeerConfig | None], Tensor]  # config (None = full compute) -> samples
 
 
-def spread(num_steps: int, budget: int, leading: int) -> list[int]:
-    """`budget` full steps: the first `leading`, the rest evenly spread up to the last step."""
+def with_full_steps(base: TaylorSeerConfig, steps: list[int], num_steps: int) -> TaylorSeerConfig:
+    """`base` with the calibrated schedule `steps` in a run of `num_steps` steps."""
+    return dataclasses.replace(
+        base, schedule="calibrated", full_steps=tuple(steps), num_steps=num_steps, error_budget=None
+    )
+
+
+def spread(num_steps: int, budget: int, leading: int, density: float = 1.0) -> list[int]:
+    """`budget` full steps: the first `leading`, the rest spread up to the last step.
+
+    `density` 1 spaces the rest evenly; above 1 the gaps shrink toward the end of the run
+    (position = 1 - (1 - u) ** density of the remaining span, for u evenly spaced in (0, 1]).
+    """
     if not 1 <= leading <= budget <= num_steps:
         raise ValueError(f"need 1 <= leading ({leading}) <= budget ({budget}) <= num_steps ({num_steps})")
+    if density < 1:
+        raise ValueError(f"density must be >= 1, got {density}")
     rest = budget - leading
-    if rest == 0:
-        return list(range(leading))
-    span = (num_steps - 1 - (leading - 1)) / rest
-    return list(range(leading)) + [round(leading - 1 + span * (k + 1)) for k in range(rest)]
+    span = num_steps - leading  # positions leading .. num_steps - 1
+    steps = list(range(leading))
+    for k in range(1, rest + 1):
+        position = leading - 1 + round(span * (1 - (1 - k / rest) ** density))
+        lowest, highest = steps[-1] + 1, num_steps - 1 - (rest - k)  # keep room for the others
+        steps.append(min(max(position, lowest), highest))
+    return steps
+
+
+def starting_points(num_steps: int, budget: int) -> list[list[int]]:
+    """Distinct `spread` schedules over 1-3 leading steps and a range of late densities."""
+    found: list[list[int]] = []
+    for leading in range(1, min(3, budget) + 1):
+        for density in (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0):
+            steps = spread(num_steps, budget, leading, density)
+            if steps not in found:
+                found.append(steps)
+    return found
 
 
 def neighbours(steps: list[int], num_steps: int, fixed: int, reach: int) -> list[list[int]]:
@@ -54,16 +83,22 @@ def calibrate(
     """The `full_steps` placement of `budget` full steps minimising the squared error of
     `sampler` against full compute; returns (config, {"start_mse", "mse", "evaluations"})."""
     reference = sampler(None)
-    leading = base.effective_warmup
 
     def error(steps: list[int]) -> float:
-        config = dataclasses.replace(base, full_steps=tuple(steps), num_steps=num_steps)
+        config = with_full_steps(base, steps, num_steps)
         return torch.mean((sampler(config).double() - reference.double()) ** 2).item()
 
-    best = spread(num_steps, budget, leading)
-    best_error = start_error = error(best)
+    start_error = error(spread(num_steps, budget, min(base.effective_warmup, budget)))
+    best, best_error = [], float("inf")
     evaluations = 1
-    while evaluations < max_evaluations:  # first-improvement hill climbing
+    for steps in starting_points(num_steps, budget):  # a coarse look at the whole family first
+        candidate_error = error(steps)
+        evaluations += 1
+        if candidate_error < best_error:
+            best, best_error = steps, candidate_error
+    log(f"{evaluations} evaluations: mse {best_error:.3e}, full steps {best}")
+    leading = next(k for k, step in enumerate(best + [num_steps]) if step != k)  # fixed: 0..leading-1
+    while evaluations < max_evaluations:  # then first-improvement hill climbing
         for candidate in neighbours(best, num_steps, leading, reach):
             candidate_error = error(candidate)
             evaluations += 1
@@ -75,7 +110,7 @@ def calibrate(
                 break
         else:
             break  # no single move helps
-    config = dataclasses.replace(base, full_steps=tuple(best), num_steps=num_steps)
+    config = with_full_steps(base, best, num_steps)
     return config, dict(start_mse=start_error, mse=best_error, evaluations=evaluations)
 
 
@@ -94,9 +129,7 @@ def calibrate_bundled(
         return lambda config: generator.sample(noise, labels, steps=steps, cache=config)
 
     config, report = calibrate(sampler(seed), base, steps, budget, log=print)
-    even = dataclasses.replace(
-        base, full_steps=tuple(spread(steps, budget, base.effective_warmup)), num_steps=steps
-    )
+    even = with_full_steps(base, spread(steps, budget, base.effective_warmup), steps)
     lines = [f"{name}: {budget} of {steps} steps full; calibrated full steps {list(config.full_steps)}"]
     for label, noise_seed in (("calibration seeds", seed), ("held-out seeds", held_out_seed)):
         run = sampler(noise_seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from taylorseer.config import TaylorSeerConfig
 
@@ -19,6 +20,12 @@ def _classes(text: str) -> list[int]:
     if not classes or any(not 0 <= c <= 9 for c in classes):
         raise argparse.ArgumentTypeError(f"--classes takes digits 0-9 separated by commas, got {text!r}")
     return classes
+
+
+def _model_folder(text: str) -> Path:
+    if not (Path(text) / "config.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a local model folder (no config.json in it)")
+    return Path(text)
 
 
 def _positive(text: str) -> int:
@@ -55,12 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", type=Path, default=Path("taylorseer.png"), help="PNG to write")
     generate.add_argument("--no-cache", action="store_true", help="full compute only")
     generate.add_argument("--config", type=Path, help="a TaylorSeerConfig JSON (e.g. from calibrate)")
+    generate.add_argument(
+        "--schedule", choices=("fixed", "calibrated", "adaptive"), default="fixed",
+        help="fixed: a full step every --interval; calibrated: the bundled model's calibrated schedule; "
+        "adaptive: a probe block decides (at most --interval - 1 forecasts in a row; try --order 1)",
+    )  # fmt: skip
     generate.add_argument("--height", type=_positive, help="image/video height, for diffusers pipelines")
     generate.add_argument("--width", type=_positive, help="image/video width, for diffusers pipelines")
     generate.add_argument("--frames", type=_positive, help="video frames, for video pipelines")
     generate.add_argument(
         "--cfg-parallel", action="store_true", help="under torchrun (an even number of ranks): each "
         "pair of ranks runs the two guidance branches, one each (bundled models)",
+    )  # fmt: skip
+    generate.add_argument(
+        "--context-parallel", choices=("ulysses", "ring"), help="under torchrun (2 or more ranks): split "
+        "the tokens of a diffusers pipeline's transformer over the ranks (ring needs a GPU)",
     )  # fmt: skip
 
     bench = commands.add_parser(
@@ -76,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=1000)
     bench.add_argument("--out", type=Path, default=Path("docs"), help="output folder")
     bench.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
+    bench.add_argument(
+        "--scorer", type=_model_folder, help="a local CLIP model folder (save_pretrained): adds a CLIP "
+        'score column of each bundled-model image against "a handwritten digit <label>"',
+    )  # fmt: skip
     bench.add_argument("--sweep", action="store_true", help="intervals 3-8 x orders 0-4 on dit-digits")
 
     calibrate = commands.add_parser(
@@ -108,47 +128,68 @@ def _models(text: str) -> list[str]:
     return models
 
 
+def _sample(args: argparse.Namespace, config: TaylorSeerConfig | None, bundled: bool) -> Any:
+    """(full Result, cached Result or None, columns) the way the launch asks for; under torchrun,
+    None on every rank but 0."""
+    from taylorseer import distributed, generate
+
+    sizes = dict(height=args.height, width=args.width, num_frames=args.frames)
+    call_kwargs = {name: value for name, value in sizes.items() if value is not None}
+    video = args.output.with_suffix(".mp4")
+    if args.context_parallel:
+        with distributed.process_group():
+            return distributed.generate_context_parallel(
+                args.model, args.context_parallel, config, args.steps, args.prompt, args.seed, video,
+                **call_kwargs,
+            )  # fmt: skip
+    if bundled and (distributed.launched() or args.cfg_parallel):
+        with distributed.process_group():
+            return distributed.generate_data_parallel(
+                args.model, config, args.steps, args.classes, args.seed, args.cfg_parallel
+            )
+    if bundled:
+        return generate.run_bundled(args.model, config, args.steps, args.classes, args.seed)
+    return generate.run_pipeline(args.model, config, args.steps, args.prompt, args.seed, video, **call_kwargs)
+
+
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from taylorseer import distributed, generate
-    from taylorseer.models.bundled import BUNDLED_MODELS
+    from taylorseer.models.bundled import BUNDLED_MODELS, calibrated_config
 
     try:
         if args.no_cache:
             config = None
         elif args.config is not None:
             config = TaylorSeerConfig.from_json(args.config)
+        elif args.schedule == "calibrated":
+            config = calibrated_config(args.model)  # a ValueError names the bundled models
         else:
-            config = TaylorSeerConfig(interval=args.interval, order=args.order)
+            config = TaylorSeerConfig(interval=args.interval, order=args.order, schedule=args.schedule)
+        if config is not None and config.num_steps not in (None, args.steps):
+            raise ValueError(f"the config is for num_steps={config.num_steps}, got --steps {args.steps}")
         generate.check_writable(args.output)
-        distributed.check_launch(args.model in BUNDLED_MODELS, args.cfg_parallel)
+        bundled = args.model in BUNDLED_MODELS
+        distributed.check_launch(args.model, bundled, args.cfg_parallel, args.context_parallel)
+        if args.context_parallel:
+            distributed.check_plan(args.model)
     except ValueError as error:
         parser.error(str(error))
-    if args.model in BUNDLED_MODELS and (distributed.launched() or args.cfg_parallel):
-        with distributed.process_group():
-            outcome = distributed.generate_data_parallel(
-                args.model, config, args.steps, args.classes, args.seed, args.cfg_parallel
-            )
-        if outcome is None:
-            return 0  # not rank 0: rank 0 writes the combined output
-        full, cached, columns = outcome
-    elif args.model in BUNDLED_MODELS:
-        full, cached, columns = generate.run_bundled(args.model, config, args.steps, args.classes, args.seed)
-    else:
-        sizes = dict(height=args.height, width=args.width, num_frames=args.frames)
-        full, cached, columns = generate.run_pipeline(
-            args.model, config, args.steps, args.prompt, args.seed, video=args.output.with_suffix(".mp4"),
-            **{name: value for name, value in sizes.items() if value is not None},
-        )  # fmt: skip
+    outcome = _sample(args, config, bundled)
+    if outcome is None:
+        return 0  # not rank 0: rank 0 writes the output
+    full, cached, columns = outcome
     panels = [(f"full compute: {full.seconds:.2f} s", full.images)]
     title = f"{args.model}, {args.steps} steps, seed {args.seed}"
     if cached is not None:
-        which = args.config.name if args.config else f"interval {args.interval}, order {args.order}"
+        which = f"{config.schedule}, interval {config.interval}, order {config.order}"
+        if config.schedule == "calibrated":
+            which = f"calibrated, {len(config.full_steps)} full steps, order {config.order}"
         label = f"TaylorSeer ({which}): {cached.seconds:.2f} s, {full.seconds / cached.seconds:.2f}x faster"
         panels.append((label, cached.images))
     generate.save_side_by_side(args.output, panels, columns, title)
     print(generate.summary(full, cached, args.steps))
     print(f"wrote {args.output}")
-    if args.model not in BUNDLED_MODELS and args.output.with_suffix(".mp4").is_file():
+    if not bundled and args.output.with_suffix(".mp4").is_file():
         print(f"wrote {args.output.with_suffix('.mp4')} (the videos side by side)")
     return 0
 

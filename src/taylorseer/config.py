@@ -11,6 +11,8 @@ from typing import Any
 FORMS = ("newton", "taylor")
 ABSCISSAE = ("step", "timestep")
 GRANULARITIES = ("module", "block", "stack", "model")
+SCHEDULES = ("fixed", "calibrated", "adaptive")
+DEFAULT_ERROR_BUDGET = 0.1  # adaptive: largest relative error of the probe block's forecast
 FACTOR_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
@@ -18,8 +20,12 @@ FACTOR_DTYPES = ("float32", "float16", "bfloat16", "float64")
 class TaylorSeerConfig:
     """How features are cached and forecast between full-compute steps.
 
-    The schedule: the first `warmup` steps run in full, then every `interval`-th step, then the
-    last `final_full` steps; `full_steps` replaces all of that with an explicit list.
+    Where the full steps go (`schedule`):
+    - "fixed": the first `warmup` steps, then every `interval`-th step, then the last `final_full`;
+    - "calibrated": the explicit list `full_steps` (e.g. written by `taylorseer calibrate`);
+    - "adaptive": the first `warmup` steps, then on each forecast step the first block runs for
+      real as a probe, and the step runs in full when the probe's forecast is off by more than
+      `error_budget` (relative L2), or after `interval` - 1 forecast steps in a row.
     """
 
     interval: int = 5  # N: after warm-up, one full step every N steps (1 = never forecast)
@@ -28,6 +34,8 @@ class TaylorSeerConfig:
     final_full: int = 0  # force the last k steps full (needs num_steps or a pipeline)
     full_steps: tuple[int, ...] | None = None  # explicit full-step indices; negatives count from the end
     num_steps: int | None = None  # sampling steps per run, when the caller knows them
+    schedule: str | None = None  # "fixed" | "calibrated" | "adaptive"; None -> by full_steps
+    error_budget: float | None = None  # adaptive only; None -> DEFAULT_ERROR_BUDGET
     form: str = "newton"  # "newton": divided differences on the real grid; "taylor": the paper's
     abscissa: str = "step"  # forecast variable: "step" index or the model's "timestep" input
     granularity: str = "model"  # what is forecast: "module" | "block" | "stack" | "model"
@@ -54,6 +62,7 @@ class TaylorSeerConfig:
             raise ValueError(f"official_quirks must be a bool, got {self.official_quirks!r}")
         if self.full_steps is not None:
             self._validate_full_steps()
+        self._validate_schedule()
 
     def _validate_full_steps(self) -> None:
         steps = self.full_steps
@@ -67,6 +76,30 @@ class TaylorSeerConfig:
             if self.num_steps is not None and not -self.num_steps <= step < self.num_steps:
                 raise ValueError(f"full_steps holds {step}, outside the {self.num_steps} steps of num_steps")
         object.__setattr__(self, "full_steps", tuple(steps))
+
+    def _validate_schedule(self) -> None:
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", "fixed" if self.full_steps is None else "calibrated")
+        _require_choice("schedule", self.schedule, SCHEDULES)
+        if (self.schedule == "calibrated") != (self.full_steps is not None):
+            raise ValueError(
+                f"schedule={self.schedule!r} with full_steps={self.full_steps!r}: the explicit full_steps "
+                "list is the 'calibrated' schedule, and only it"
+            )
+        if self.error_budget is not None:
+            if self.schedule != "adaptive":
+                raise ValueError(f"error_budget={self.error_budget!r} needs schedule='adaptive'")
+            budget = self.error_budget
+            if (
+                isinstance(budget, bool)
+                or not isinstance(budget, (int, float))
+                or not 0 < budget < float("inf")
+            ):
+                raise ValueError(f"error_budget must be a number > 0, got {budget!r}")
+
+    @property
+    def effective_error_budget(self) -> float:
+        return DEFAULT_ERROR_BUDGET if self.error_budget is None else float(self.error_budget)
 
     @property
     def effective_warmup(self) -> int:

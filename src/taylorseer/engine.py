@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -14,6 +14,9 @@ from taylorseer.config import TaylorSeerConfig
 from taylorseer.discovery import Argument
 from taylorseer.schedule import is_full_step
 from taylorseer.state import BudgetExceeded, CachedFeature, ForecastRule, MemoryBudget, StepClock
+
+if TYPE_CHECKING:
+    from taylorseer.probe import Probe
 
 # Leaner granularities to fall back to, in order. "block" is skipped: when every block is forecast,
 # the sum of per-block forecasts is the forecast of the stack's update (the forecast is linear), so
@@ -68,6 +71,7 @@ class Engine:
         self.features: list[CachedFeature] = []
         self.model_feature: CachedFeature | None = None  # granularity "model": the output itself
         self.on_full_call_end: list[Callable[[CallContext], None]] = []
+        self.probe: Probe | None = None  # schedule "adaptive": checks each forecast call
         self.install: Callable[[str], None] = lambda granularity: None  # set by apply_taylorseer
         self.context: CallContext | None = None
         self.reset()
@@ -82,6 +86,7 @@ class Engine:
         self.features.clear()
         self.on_full_call_end.clear()
         self.model_feature = None
+        self.probe = None
         self.budget.release()
         self.ready.clear()
 
@@ -111,12 +116,14 @@ class Engine:
         """Forget every cached factor and start counting a new run."""
         self.clock = StepClock()
         self.ready: dict[int, InputSignature] = {}  # branch -> inputs of its last full call
+        self.last_full: dict[int, int] = {}  # branch -> step of its last full call
         for feature in self.features:
             feature.drop()
         self.budget.release()
         self.counts = dict(
-            full_steps=0, forecast_steps=0, full_calls=0, forecast_calls=0, nonfinite_fallbacks=0
-        )
+            full_steps=0, forecast_steps=0, full_calls=0, forecast_calls=0, nonfinite_fallbacks=0,
+            probe_refreshes=0,
+        )  # fmt: skip
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallContext:
         """Place a top-level call in the run and decide whether it runs in full."""
@@ -128,7 +135,7 @@ class Engine:
             self.clock.tick(timestep)
         step, branch = self.clock.step, self.clock.branch
         signature = _input_signature(args, kwargs)
-        full = self._scheduled_full(step) or self.ready.get(branch) != signature
+        full = self._scheduled_full(step, branch) or self.ready.get(branch) != signature
         if full and branch in self.ready and self.ready[branch] != signature:
             self._drop_branch(branch)  # new shapes, dtype or device: nothing cached is valid
         config = self.config
@@ -142,11 +149,12 @@ class Engine:
         self._signature = signature
         return self.context
 
-    def fall_back_to_full(self, context: CallContext) -> None:
-        """Turn a forecast call whose output was not finite into a full call."""
+    def fall_back_to_full(self, context: CallContext, reason: str = "nonfinite_fallbacks") -> None:
+        """Turn a forecast call into a full call: its output was not finite, or (reason
+        "probe_refreshes") the adaptive probe found the forecast too far off."""
         context.full = True
         context.scratch.clear()
-        self.counts["nonfinite_fallbacks"] += 1
+        self.counts[reason] += 1
         self.counts["forecast_calls"] -= 1
         self.counts["full_calls"] += 1
         if context.branch == 0:
@@ -165,6 +173,7 @@ class Engine:
             self.reset()  # the run is broken: half-recorded factors are never reused
         elif context.full:
             self.ready[context.branch] = self._signature
+            self.last_full[context.branch] = context.step
 
     def _drop_branch(self, branch: int) -> None:
         self.ready.pop(branch, None)
@@ -172,11 +181,15 @@ class Engine:
             feature.drop(branch)
         self.budget.release(branch)
 
-    def _scheduled_full(self, step: int) -> bool:
+    def _scheduled_full(self, step: int, branch: int) -> bool:
         config = self.config
         num_steps = config.num_steps
         if num_steps is not None and step >= num_steps:
             raise ValueError(f"sampling step {step} is past num_steps={num_steps} of the TaylorSeerConfig")
+        if config.schedule == "adaptive":  # the probe decides, up to interval - 1 forecasts in a row
+            since_full = step - self.last_full.get(branch, -config.interval)
+            final = num_steps is not None and step >= num_steps - config.final_full
+            return step < config.effective_warmup or since_full >= config.interval or final
         return is_full_step(
             step, config.interval, config.effective_warmup, config.final_full, num_steps,
             config.full_steps,

@@ -7,6 +7,7 @@ model (context None) every wrapper is transparent.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -30,10 +31,16 @@ def is_wrapped(module: nn.Module) -> bool:
     return getattr(module.__dict__.get("forward"), "_taylorseer", False)
 
 
-def _all_finite(output: Any) -> bool:
-    """Whether every tensor in `output` is finite: one scalar leaves the device."""
+def _verdict(output: Any, distance: Tensor | None) -> float:
+    """One scalar off the device: the probe's distance (0 without a probe), NaN when `output`
+    holds a non-finite value."""
     tensors = [leaf for leaf in tree_leaves(output) if isinstance(leaf, Tensor)]
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+    if not tensors:
+        return 0.0 if distance is None else float(distance)
+    if distance is None:
+        distance = tensors[0].new_zeros((), dtype=torch.float32)
+    finite = torch.stack([torch.isfinite(t).all().to(distance.device) for t in tensors]).all()
+    return float(torch.where(finite, distance, torch.nan))
 
 
 def wrap_forward(module: nn.Module, make: Callable[[Forward], Forward]) -> Undo:
@@ -65,9 +72,13 @@ def hook_model(model: nn.Module, engine: Engine) -> Undo:
                     if feature is None
                     else feature.predict(context.branch, context.x)
                 )
-                if _all_finite(output):
+                probe = engine.probe
+                distance = probe.distance(context, lambda: original(*args, **kwargs)) if probe else None
+                verdict = _verdict(output, distance)
+                if verdict <= engine.config.effective_error_budget:
                     return output
-                engine.fall_back_to_full(context)  # a forecast overflowed: compute the step
+                overflowed = math.isnan(verdict)  # else the probe found the forecast too far off
+                engine.fall_back_to_full(context, "nonfinite_fallbacks" if overflowed else "probe_refreshes")
             while True:
                 try:
                     output = original(*args, **kwargs)

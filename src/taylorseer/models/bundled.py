@@ -92,3 +92,12 @@ def load_bundled(name: str) -> DigitGenerator:
     if name not in BUNDLED_MODELS:
         raise ValueError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
     return BUNDLED_MODELS[name]()
+
+
+def calibrated_config(name: str) -> TaylorSeerConfig:
+    """The schedule `taylorseer calibrate` found for a bundled model (its folder's schedule.json)."""
+    from taylorseer import TaylorSeerConfig
+
+    if name not in BUNDLED_MODELS:
+        raise ValueError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
+    return TaylorSeerConfig.from_json(bundled_path(name) / "schedule.json")
