@@ -57,7 +57,7 @@ def test_bench_rows_reports_and_targets(tmp_path):
     targets = bench_report.targets(results)
     assert any("fewer steps" in line and "target +3 dB" in line for line in targets)
     assert any(line.startswith("tiny-dit: calibrated schedule") and "+2 dB" in line for line in targets)
-    assert sum("adaptive" in line and "the paper.s placement" in line for line in targets) == 3
+    assert sum("adaptive" in line and "the paper's placement" in line for line in targets) == 3
 
 
 def test_peer_rows_run_through_the_same_harness():
