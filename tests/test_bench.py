@@ -56,6 +56,7 @@ def test_bench_rows_reports_and_targets(tmp_path):
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     targets = bench_report.targets(results)
     assert any("fewer steps" in line and "target +3 dB" in line for line in targets)
+    assert any(line.startswith("tiny-dit: lean cache") and "target within 3 dB" in line for line in targets)
     assert any(line.startswith("tiny-dit: calibrated schedule") and "+2 dB" in line for line in targets)
     assert sum("adaptive" in line and "the paper's placement" in line for line in targets) == 3
 
