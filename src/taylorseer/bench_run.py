@@ -106,6 +106,7 @@ def write(out: Path, results: dict[str, list[Row]], settings: dict, seconds: flo
     for name, rows in results.items():
         parts += [f"## {name}", "", bench_report.markdown_table(rows), ""]
     parts += ["## Targets", ""] + [f"- {line}" for line in bench_report.targets(results)]
+    parts += ["", "Why a target is missed, as far as we can tell: the README's Results, docs/SCHEDULES.md."]
     parts += ["", "![PSNR vs latency speedup](pareto.png)", ""]
     (out / "RESULTS.md").write_text("\n".join(parts))
 
