@@ -54,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     generate.add_argument("--steps", type=_positive, default=50, help="sampling steps (default 50)")
     defaults = TaylorSeerConfig()
-    generate.add_argument("--interval", type=_positive, default=defaults.interval, help="full step every N")
-    generate.add_argument("--order", type=int, default=defaults.order, help="expansion order (0 = reuse)")
+    generate.add_argument(
+        "--interval", type=_positive, help=f"full step every N (default {defaults.interval})"
+    )
+    generate.add_argument("--order", type=int, help=f"expansion order, 0 = reuse (default {defaults.order})")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--classes", type=_classes, default=list(range(10)), help="digits, e.g. 0,3,7")
     generate.add_argument("--prompt", default="a photo of a cat", help="prompt, for diffusers pipelines")
@@ -159,12 +161,19 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         if args.no_cache:
             config = None
-        elif args.config is not None:
-            config = TaylorSeerConfig.from_json(args.config)
-        elif args.schedule == "calibrated":
-            config = calibrated_config(args.model)  # a ValueError names the bundled models
+        elif args.config is not None or args.schedule == "calibrated":
+            given = [f"--{name}" for name in ("interval", "order") if getattr(args, name) is not None]
+            if given:
+                source = "--config" if args.config else "--schedule calibrated"
+                raise ValueError(
+                    f"{' and '.join(given)} cannot be combined with {source}: the config sets them"
+                )
+            config = TaylorSeerConfig.from_json(args.config) if args.config else calibrated_config(args.model)
         else:
-            config = TaylorSeerConfig(interval=args.interval, order=args.order, schedule=args.schedule)
+            defaults = TaylorSeerConfig()
+            interval = defaults.interval if args.interval is None else args.interval
+            order = defaults.order if args.order is None else args.order
+            config = TaylorSeerConfig(interval=interval, order=order, schedule=args.schedule)
         if config is not None and config.num_steps not in (None, args.steps):
             raise ValueError(f"the config is for num_steps={config.num_steps}, got --steps {args.steps}")
         generate.check_writable(args.output)
