@@ -1,11 +1,13 @@
-"""Shared pieces of the training scripts: augmentation, batching, logging to a JSON record."""
+"""Shared pieces of the training scripts: augmentation, batching, logging to a JSON record, and
+the one training loop (draw a batch, loss, optimizer step, EMA update, log) they all run."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +60,12 @@ class TrainingLog:
         (folder / "training.json").write_text(json.dumps(self.record, indent=2) + "\n")
 
 
-def optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, schedule, parameters) -> None:
+def optimizer_step(
+    loss: Tensor,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    parameters: Iterable[torch.nn.Parameter],
+) -> None:
     """Backward, clip the gradient norm to 1, step the optimizer and its learning-rate schedule."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -73,3 +80,37 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: f
     rate = min(decay, (1 + step) / (10 + step))
     for average, parameter in zip(ema.parameters(), model.parameters()):
         average.lerp_(parameter, 1 - rate)
+
+
+Batch = TypeVar("Batch")
+
+
+def train_loop(
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    loss_fn: Callable[[Batch], Tensor],
+    data: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    steps: int,
+    log: TrainingLog,
+) -> list[float]:
+    """Train `model` on `steps` batches drawn from `data`; return the loss of each step.
+
+    Puts `model` in train mode, then for step = 0 .. steps - 1:
+        loss = loss_fn(batch)                 # scalar; the loss draws its own noise, t, sigma
+        optimizer_step(loss, optimizer, schedule, model.parameters())  # clip grad norm to 1
+        update_ema(ema, model, step)          # ema mirrors model's parameters, in order
+        log.step(step, loss.item())
+    `data` is advanced exactly `steps` times (the endless `batches` suits), so a seeded generator
+    shared by `data` and `loss_fn` is drawn from in the same order as a hand-written loop.
+    """
+    model.train()
+    losses: list[float] = []
+    for step, batch in zip(range(steps), data):  # range first: no batch is drawn past the last step
+        loss = loss_fn(batch)
+        optimizer_step(loss, optimizer, schedule, model.parameters())
+        update_ema(ema, model, step)
+        losses.append(loss.item())
+        log.step(step, losses[-1])
+    return losses

@@ -23,7 +23,7 @@ from taylorseer.models.digits import LATENT_CHANNELS, LATENT_SIZE, NUM_CLASSES, 
 from taylorseer.models.dit import DiT
 from taylorseer.models.gaussian_diffusion import GaussianDiffusion
 from taylorseer.models.weights import BUNDLED
-from taylorseer.training.common import TrainingLog, augment, batches, optimizer_step, update_ema
+from taylorseer.training.common import TrainingLog, augment, batches, train_loop
 
 ARCHITECTURE = dict(
     input_size=LATENT_SIZE, patch_size=2, in_channels=LATENT_CHANNELS, hidden_size=128, depth=6,
@@ -74,12 +74,13 @@ def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.05)
     log = TrainingLog("dit-digits", steps=steps, seed=seed, batch_size=batch_size, architecture=ARCHITECTURE)
-    model.train()
-    for step, (x, y) in zip(range(steps), batches(images, labels, batch_size, generator)):
-        loss = hybrid_loss(model, diffusion, to_latent(augment(x, generator)), y, generator)
-        optimizer_step(loss, optimizer, schedule, model.parameters())
-        update_ema(ema, model, step)
-        log.step(step, loss.item())
+
+    def loss_fn(batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch  # (B, 1, 16, 16) images in [-1, 1], (B,) class labels
+        return hybrid_loss(model, diffusion, to_latent(augment(x, generator)), y, generator)
+
+    data = batches(images, labels, batch_size, generator)
+    train_loop(model, ema, loss_fn, data, optimizer, schedule, steps, log)
     out.mkdir(parents=True, exist_ok=True)
     save_file(ema.state_dict(), str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(ARCHITECTURE, indent=2) + "\n")

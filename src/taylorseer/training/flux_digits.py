@@ -17,13 +17,33 @@ from pathlib import Path
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from safetensors.torch import save_file
+from torch import Tensor
 
 from taylorseer.models.digits import NUM_CLASSES, load_digits, to_latent
 from taylorseer.models.flux_digits import SHIFT, TRANSFORMER_CONFIG, ClassConditioning, pack, velocity
 from taylorseer.models.weights import BUNDLED
-from taylorseer.training.common import TrainingLog, augment, batches, optimizer_step, update_ema
+from taylorseer.training.common import TrainingLog, augment, batches, train_loop
 
 CLASS_DROPOUT = 0.1
+
+
+def flow_matching_loss(
+    transformer: FluxTransformer2DModel,
+    conditioning: ClassConditioning,
+    x0: Tensor,
+    labels: Tensor,
+    generator: torch.Generator,
+) -> Tensor:
+    """MSE of the predicted velocity to noise - x0 at a logit-normal sigma, labels dropped to null.
+
+    x0: (B, 16, 16) packed latent tokens; labels: (B,). Draws, in order: the class dropout, sigma,
+    the noise (the order the bundled weights were trained with)."""
+    dropped = torch.rand(len(labels), generator=generator) < CLASS_DROPOUT
+    text, pooled = conditioning(torch.where(dropped, NUM_CLASSES, labels))
+    sigma = torch.sigmoid(torch.randn(len(labels), generator=generator))  # (B,) logit-normal
+    noise = torch.randn(x0.shape, generator=generator)
+    x_sigma = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
+    return ((velocity(transformer, x_sigma, sigma, text, pooled) - (noise - x0)) ** 2).mean()
 
 
 def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
@@ -37,18 +57,14 @@ def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
     optimizer = torch.optim.AdamW(modules.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.05)
     log = TrainingLog("flux-digits", steps=steps, seed=seed, batch_size=batch_size, config=TRANSFORMER_CONFIG)
-    modules.train()
-    for step, (x, y) in zip(range(steps), batches(images, labels, batch_size, generator)):
-        x0 = pack(to_latent(augment(x, generator)))  # (B, 16, 16)
-        dropped = torch.rand(len(y), generator=generator) < CLASS_DROPOUT
-        text, pooled = conditioning(torch.where(dropped, NUM_CLASSES, y))
-        sigma = torch.sigmoid(torch.randn(len(y), generator=generator))  # logit-normal
-        noise = torch.randn(x0.shape, generator=generator)
-        x_sigma = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
-        loss = ((velocity(transformer, x_sigma, sigma, text, pooled) - (noise - x0)) ** 2).mean()
-        optimizer_step(loss, optimizer, schedule, modules.parameters())
-        update_ema(ema, modules, step)
-        log.step(step, loss.item())
+
+    def loss_fn(batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch  # (B, 1, 16, 16) images in [-1, 1], (B,) class labels
+        x0 = pack(to_latent(augment(x, generator)))  # (B, 16, 16) tokens
+        return flow_matching_loss(transformer, conditioning, x0, y, generator)
+
+    data = batches(images, labels, batch_size, generator)
+    train_loop(modules, ema, loss_fn, data, optimizer, schedule, steps, log)
     out.mkdir(parents=True, exist_ok=True)
     ema_transformer, ema_conditioning = ema
     ema_transformer.save_pretrained(out / "transformer")
