@@ -37,10 +37,10 @@ def _verdict(output: Any, distance: Tensor | None) -> float:
     tensors = [leaf for leaf in tree_leaves(output) if isinstance(leaf, Tensor)]
     if not tensors:
         return 0.0 if distance is None else float(distance)
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
     if distance is None:
-        distance = tensors[0].new_zeros((), dtype=torch.float32)
-    finite = torch.stack([torch.isfinite(t).all().to(distance.device) for t in tensors]).all()
-    return float(torch.where(finite, distance, torch.nan))
+        return 0.0 if bool(finite) else math.nan
+    return float(torch.where(finite.to(distance.device), distance, torch.nan))
 
 
 def wrap_forward(module: nn.Module, make: Callable[[Forward], Forward]) -> Undo:
