@@ -3,6 +3,7 @@ the one training loop (draw a batch, loss, optimizer step, EMA update, log) they
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -114,3 +115,15 @@ def train_loop(
         losses.append(loss.item())
         log.step(step, losses[-1])
     return losses
+
+
+def run_script(train: Callable[[int, int, Path], None], doc: str | None, steps: int, out: Path) -> None:
+    """The command line of a generator's training script: --steps, --seed, --threads, --out."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=out)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    train(args.steps, args.seed, args.out)

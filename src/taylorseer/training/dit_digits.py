@@ -9,7 +9,6 @@ saved weights are an exponential moving average (decay 0.999).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -23,7 +22,7 @@ from taylorseer.models.digits import LATENT_CHANNELS, LATENT_SIZE, NUM_CLASSES, 
 from taylorseer.models.dit import DiT
 from taylorseer.models.gaussian_diffusion import GaussianDiffusion
 from taylorseer.models.weights import BUNDLED
-from taylorseer.training.common import TrainingLog, augment, batches, train_loop
+from taylorseer.training.common import TrainingLog, augment, batches, run_script, train_loop
 
 ARCHITECTURE = dict(
     input_size=LATENT_SIZE, patch_size=2, in_channels=LATENT_CHANNELS, hidden_size=128, depth=6,
@@ -88,16 +87,7 @@ def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--steps", type=int, default=7000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=BUNDLED / "dit-digits")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    train(args.steps, args.seed, args.out)
+    run_script(train, __doc__, steps=7000, out=BUNDLED / "dit-digits")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ of the transformer in diffusers format, the class embeddings, and the scheduler 
 
 from __future__ import annotations
 
-import argparse
 import copy
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from torch import Tensor
 from taylorseer.models.digits import NUM_CLASSES, load_digits, to_latent
 from taylorseer.models.flux_digits import SHIFT, TRANSFORMER_CONFIG, ClassConditioning, pack, velocity
 from taylorseer.models.weights import BUNDLED
-from taylorseer.training.common import TrainingLog, augment, batches, train_loop
+from taylorseer.training.common import TrainingLog, augment, batches, run_script, train_loop
 
 CLASS_DROPOUT = 0.1
 
@@ -74,16 +73,7 @@ def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=BUNDLED / "flux-digits")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    train(args.steps, args.seed, args.out)
+    run_script(train, __doc__, steps=6000, out=BUNDLED / "flux-digits")
 
 
 if __name__ == "__main__":
