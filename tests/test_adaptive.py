@@ -32,6 +32,17 @@ def test_exact_forecasts_are_never_refreshed_and_the_cap_holds(granularity):
     assert stats["full_steps"] == 9  # 0, 1, 2, then every 4th as the cap forces: 6, 10, ..., 26
 
 
+def test_final_full_steps_run_in_full_under_adaptive_refresh():
+    model = ToyDiT().double()
+    timesteps = nonuniform_timesteps(30)
+    config = adaptive(interval=4, order=2, final_full=3, num_steps=30)
+    with apply_taylorseer(model, config) as handle:
+        run(model, timesteps, hidden())
+        stats = handle.stats
+    assert stats["probe_refreshes"] == 0  # exact forecasts: only the cap and final_full force steps
+    assert stats["full_steps"] == 9 + 3  # 0, 1, 2, 6, ..., 26 as without it, then 27, 28, 29
+
+
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_a_tiny_budget_refreshes_every_forecast_and_equals_full_compute(granularity):
     model = ToyDiT(modulated=True, mix=0.5).double()
