@@ -11,3 +11,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test belongs to exactly one tier (`pytest -m unit`, `-m integration`, `-m system`)."""
+    for item in items:
+        tiers = [tier for tier in TIERS if item.get_closest_marker(tier)]
+        if len(tiers) != 1:
+            raise pytest.UsageError(f"{item.nodeid} must be marked with exactly one of {TIERS}, has {tiers}")

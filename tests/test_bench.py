@@ -6,13 +6,16 @@ import math
 import pytest
 import torch
 
-from taylorseer import TaylorSeerConfig, bench, bench_report, bench_run
+from taylorseer import TaylorSeerConfig
+from taylorseer.bench import harness, report, runner
 from taylorseer.calibrate import with_full_steps
 from taylorseer.models.dit import sample
 from toy_models import tiny_dit
 
+pytestmark = pytest.mark.integration
 
-def tiny_subject() -> bench.Subject:
+
+def tiny_subject() -> harness.Subject:
     model = tiny_dit()
     labels = torch.tensor([1, 2])
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -20,15 +23,15 @@ def tiny_subject() -> bench.Subject:
     def run(steps: int) -> torch.Tensor:
         return sample(model, noise, labels, steps=steps, cfg_scale=2.0).clamp(-1, 1)
 
-    return bench.Subject("tiny-dit", "dit", model, run)
+    return harness.Subject("tiny-dit", "dit", model, run)
 
 
 def test_bench_rows_reports_and_targets(tmp_path):
     subject = tiny_subject()
     calibrated = with_full_steps(TaylorSeerConfig(), [0, 1, 9, 17, 24, 31, 36, 40, 44, 47, 48, 49], 50)
-    methods = bench.our_methods("dit", calibrated=calibrated)
-    follow_ups = bench_run.at_equal_full_steps(TaylorSeerConfig())
-    rows = bench.run(subject, methods, repeats=1, log=lambda line: None, follow_ups=follow_ups)
+    methods = harness.our_methods("dit", calibrated=calibrated)
+    follow_ups = runner.at_equal_full_steps(TaylorSeerConfig())
+    rows = harness.run(subject, methods, repeats=1, log=lambda line: None, follow_ups=follow_ups)
     by_label = {row.method: row for row in rows}
     assert [row.method for row in rows][: len(methods)] == [m.label for m in methods]
     adaptive = [row for row in rows if row.method.startswith("ours: adaptive")]
@@ -47,14 +50,14 @@ def test_bench_rows_reports_and_targets(tmp_path):
     assert module.cache_bytes > ours.cache_bytes > 0  # the whole-output cache is the leanest
 
     results = {"tiny-dit": rows}
-    bench_run.write(tmp_path, results, {"command": "taylorseer bench --test"}, seconds=1.0)
+    runner.write(tmp_path, results, {"command": "taylorseer bench --test"}, seconds=1.0)
     table = (tmp_path / "RESULTS.md").read_text()
     assert all(m.label in table for m in methods) and "taylorseer bench --test" in table
     assert (
         json.loads((tmp_path / "bench.json").read_text())["models"]["tiny-dit"][0]["method"] == "full compute"
     )
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    targets = bench_report.targets(results)
+    targets = report.targets(results)
     assert any("fewer steps" in line and "target +3 dB" in line for line in targets)
     assert any(line.startswith("tiny-dit: lean cache") and "target within 3 dB" in line for line in targets)
     assert any(line.startswith("tiny-dit: calibrated schedule") and "+2 dB" in line for line in targets)
@@ -66,19 +69,19 @@ def test_peer_rows_run_through_the_same_harness():
     subject = tiny_subject()
     default = TaylorSeerConfig()
     methods = [
-        bench.Method("full compute", "full"),
-        bench.Method("ours: default", "ours", config=default),
-        *bench_run.peer_methods("dit", default),
+        harness.Method("full compute", "full"),
+        harness.Method("ours: default", "ours", config=default),
+        *runner.peer_methods("dit", default),
     ]
-    follow_ups = bench_run.at_equal_full_steps(TaylorSeerConfig())
-    rows = bench.run(subject, methods, repeats=1, log=lambda line: None, follow_ups=follow_ups)
+    follow_ups = runner.at_equal_full_steps(TaylorSeerConfig())
+    rows = harness.run(subject, methods, repeats=1, log=lambda line: None, follow_ups=follow_ups)
     by_label = {row.method: row for row in rows}
     peers = [row for row in rows if row.kind == "peer"]
     for row in peers:  # ours at each peer's own full-step count
         if row.full_steps < 50:
             mine = by_label[f"ours: late-dense placement, {row.full_steps} full steps"]
             assert mine.full_steps == row.full_steps
-    assert any("ours (late-dense placement)" in line for line in bench_report.targets({"tiny-dit": rows}))
+    assert any("ours (late-dense placement)" in line for line in report.targets({"tiny-dit": rows}))
     rows = [rows[0], *peers]
     same = by_label["diffusers TaylorSeerCache (our modules, schedule)"]
     assert same.full_steps is not None and 1 < same.full_steps < 50  # counted per model call
@@ -113,7 +116,7 @@ def tiny_clip(folder):
 
 
 def test_clip_scorer_is_the_clip_cosine_of_images_and_prompts(tmp_path):
-    from taylorseer.bench_subjects import clip_scorer
+    from taylorseer.bench.subjects import clip_scorer
 
     model, processor = tiny_clip(tmp_path)
     images = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -5,11 +5,14 @@ import torch
 
 pytest.importorskip("sklearn")
 from taylorseer import TaylorSeerConfig  # noqa: E402
-from taylorseer.metrics import frechet_distance, psnr  # noqa: E402
+from taylorseer.api import maybe_applied  # noqa: E402
+from taylorseer.bench.metrics import frechet_distance, psnr  # noqa: E402
 from taylorseer.models.bundled import load_bundled  # noqa: E402
 from taylorseer.models.classifier import load_classifier  # noqa: E402
 from taylorseer.models.digits import load_digits  # noqa: E402
 from taylorseer.models.weights import bundled_path, load_safetensors  # noqa: E402
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +37,11 @@ def test_default_cache_stays_close_to_full_compute_on_dit_digits():
     noise = generator.noise(10, seed=5)
     full = generator.sample(noise, labels, steps=50)
     default = TaylorSeerConfig()
-    cached = generator.sample(noise, labels, steps=50, cache=default)
+    with maybe_applied(generator.transformer, default, 50):
+        cached = generator.sample(noise, labels, steps=50)
     same_schedule_reuse = TaylorSeerConfig(order=0, warmup=default.effective_warmup)
-    reuse = generator.sample(noise, labels, steps=50, cache=same_schedule_reuse)
+    with maybe_applied(generator.transformer, same_schedule_reuse, 50):
+        reuse = generator.sample(noise, labels, steps=50)
     assert psnr(cached, full) > 25.0
     assert psnr(cached, full) > psnr(reuse, full)  # forecasting beats plain reuse at the same schedule
 

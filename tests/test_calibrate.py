@@ -4,9 +4,12 @@ import pytest
 import torch
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer
+from taylorseer.api import maybe_applied
 from taylorseer.calibrate import calibrate, neighbours, spread, starting_points
 from taylorseer.models.dit import sample
 from toy_models import tiny_dit
+
+pytestmark = pytest.mark.integration
 
 
 def test_spread_and_neighbours():
@@ -30,7 +33,12 @@ def test_calibrated_schedule_lowers_the_error_and_holds_on_other_seeds():
     def sampler(seed):
         noise = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
         labels = torch.arange(4)
-        return lambda config: sample(model, noise, labels, steps=20, cfg_scale=3.0, cache=config)
+
+        def run(config):
+            with maybe_applied(model, config, 20):
+                return sample(model, noise, labels, steps=20, cfg_scale=3.0)
+
+        return run
 
     base = TaylorSeerConfig(order=1)
     config, report = calibrate(sampler(0), base, num_steps=20, budget=6, reach=2, max_evaluations=60)

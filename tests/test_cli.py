@@ -1,7 +1,6 @@
 """`taylorseer generate` end to end on the bundled model, and its argument errors."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -9,12 +8,12 @@ import torch
 
 from taylorseer.cli import main
 
+pytestmark = pytest.mark.system
+
 
 def test_generate_writes_the_side_by_side_png_and_prints_the_comparison(tmp_path, capsys):
     output = tmp_path / "grid.png"
-    start = time.perf_counter()
     assert main(["generate", "--output", str(output)]) == 0
-    assert time.perf_counter() - start < 60
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*partial"))
     printed = capsys.readouterr().out
@@ -84,7 +83,7 @@ def test_bad_arguments_exit_2_with_a_message(arguments, message, capsys):
 def test_ctrl_c_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from taylorseer import generate
+    from taylorseer.cli import figure
 
     def interrupted(self, *args, **kwargs):
         Path(args[0]).write_bytes(b"half a png")
@@ -93,7 +92,7 @@ def test_ctrl_c_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)
     images = torch.rand(4, 16, 16, 1)
     with pytest.raises(KeyboardInterrupt):
-        generate.save_side_by_side(tmp_path / "out.png", [("a", images)], columns=2, title="t")
+        figure.save_side_by_side(tmp_path / "out.png", [("a", images)], columns=2, title="t")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -7,7 +7,7 @@ from torch._dynamo.utils import counters
 from taylorseer import TaylorSeerConfig, apply_taylorseer
 from toy_models import ToyDiT, nonuniform_timesteps
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 class Stateless(ToyDiT):

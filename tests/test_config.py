@@ -16,6 +16,8 @@ from taylorseer.config import (
     SCHEDULES,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("field", "value"),
@@ -53,6 +55,29 @@ def test_official_preset_is_the_papers_method():
     config = TaylorSeerConfig.official(interval=5, order=2, first_enhance=2)
     assert (config.form, config.abscissa, config.granularity) == ("taylor", "step", "module")
     assert (config.interval, config.order, config.effective_warmup, config.official_quirks) == (5, 2, 2, True)
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"),
+    [
+        ("dit", (4, 4, 2)),
+        ("flux", (6, 1, 3)),
+        ("hunyuan_video", (5, 1, 1)),
+        ("wan", (5, 1, 1)),
+        ("hidream", (4, 2, 1)),
+    ],
+)
+def test_official_presets_carry_each_official_scripts_settings(family, expected):
+    config = TaylorSeerConfig.official(family)
+    assert (config.interval, config.order, config.effective_warmup) == expected
+    assert TaylorSeerConfig.official(family, interval=7).interval == 7  # a keyword overrides the preset
+
+
+def test_official_without_a_family_needs_every_setting():
+    with pytest.raises(ValueError, match="missing first_enhance"):
+        TaylorSeerConfig.official(interval=4, order=2)  # no silent first_enhance=1 for DiT users
+    with pytest.raises(ValueError, match="family must be one of.*'sd3'"):
+        TaylorSeerConfig.official("sd3")
 
 
 def test_default_warmup_gives_the_first_forecast_its_full_order():

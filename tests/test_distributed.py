@@ -21,13 +21,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 pytest.importorskip("diffusers")
 from taylorseer import TaylorSeerConfig, apply_taylorseer, distributed  # noqa: E402
+from taylorseer.api import maybe_applied  # noqa: E402
+from taylorseer.cli import checks  # noqa: E402
 from taylorseer.models import flux_digits  # noqa: E402
 from taylorseer.models.bundled import DigitGenerator  # noqa: E402
 from taylorseer.models.dit import DiT  # noqa: E402
 from taylorseer.models.dit import sample as dit_sample  # noqa: E402
+from taylorseer.runtime import probe as probe_module  # noqa: E402
 
 WORLD = 2
-TIMEOUT_S = 45
+HANG_GUARD_S = 900  # only a deadlocked group takes this long: kill it rather than hang the suite
 STEPS = 10
 CLASSES = [3, 1, 4]  # two rows: 6 samples, 3 per rank
 LATENT_SCALE = 300.0
@@ -87,6 +90,31 @@ def flux_with_stats(transformer, conditioning, cache: TaylorSeerConfig | None) -
         return latents, handle.stats["cache_bytes"]
 
 
+ADAPTIVE_CACHE = TaylorSeerConfig(schedule="adaptive", interval=4, order=1, error_budget=0.05)
+
+
+def adaptive_with_distances(transformer, conditioning) -> dict:
+    """Adaptive refresh on flux_digits: the probe's distances (over this rank's tokens alone, and as
+    decided on), the full steps, and the latents."""
+    distances = []
+    measured = probe_module.relative_distance
+
+    def recording(actual, predicted, group=None):
+        decided = measured(actual, predicted, group)
+        distances.append((float(measured(actual, predicted)), float(decided)))
+        return decided
+
+    probe_module.relative_distance = recording
+    try:
+        noise, labels = inputs()
+        with apply_taylorseer(transformer, dataclasses.replace(ADAPTIVE_CACHE, num_steps=STEPS)) as handle:
+            latents = flux_digits.sample(transformer, conditioning, noise, labels, steps=STEPS)
+            full_steps = handle.stats["full_steps"]
+    finally:
+        probe_module.relative_distance = measured
+    return dict(distances=distances, full_steps=full_steps, latents=latents)
+
+
 def _scenarios(rank: int) -> dict:
     saved: dict = {}
     # gather: uneven and empty parts
@@ -104,17 +132,23 @@ def _scenarios(rank: int) -> dict:
     # (2) CFG-parallel: DiT and FLUX, without and with each rank's own cache
     noise, labels = inputs()
     for name, cache in (("none", None), ("model", DIT_CACHE), ("module", MODULE_CACHE)):
-        saved[f"cfg_dit_{name}"] = distributed.cfg_parallel_dit(tiny_dit(), noise, labels, STEPS, 4.0, cache)
+        model = tiny_dit()
+        with maybe_applied(model, cache, STEPS):
+            saved[f"cfg_dit_{name}"] = distributed.cfg_parallel_dit(model, noise, labels, STEPS, 4.0)
         transformer, conditioning = tiny_flux()
-        saved[f"cfg_flux_{name}"] = distributed.cfg_parallel_flux(
-            transformer, conditioning, noise, labels, STEPS, 3.0, cache
-        )
+        with maybe_applied(transformer, cache, STEPS):
+            saved[f"cfg_flux_{name}"] = distributed.cfg_parallel_flux(
+                transformer, conditioning, noise, labels, STEPS, 3.0
+            )
 
     # (3) diffusers' context parallelism (Ulysses) under a per-rank cache
     for name, cache in (("none", None), ("module", MODULE_CACHE)):
         transformer, conditioning = tiny_flux()
         distributed.enable_context_parallel(transformer)
         saved[f"cp_{name}"] = flux_with_stats(transformer, conditioning, cache)
+    transformer, conditioning = tiny_flux()
+    distributed.enable_context_parallel(transformer)
+    saved["cp_adaptive"] = adaptive_with_distances(transformer, conditioning)
     transformer, conditioning = tiny_flux()
     distributed.enable_context_parallel(transformer, ring_degree=2)
     try:
@@ -147,17 +181,17 @@ def _free_port() -> int:
 
 
 def _spawn(worker, *arguments) -> None:
-    """`worker(rank, port, *arguments)` on WORLD spawned processes; fails the test after TIMEOUT_S."""
+    """`worker(rank, port, *arguments)` on WORLD spawned processes; a deadlocked group is killed."""
     start = time.monotonic()
     context = mp.start_processes(
         worker, (_free_port(), *arguments), nprocs=WORLD, join=False, start_method="spawn"
     )
-    while not context.join(timeout=max(0.1, TIMEOUT_S - (time.monotonic() - start))):
-        if time.monotonic() - start > TIMEOUT_S:
+    while not context.join(timeout=max(0.1, HANG_GUARD_S - (time.monotonic() - start))):
+        if time.monotonic() - start > HANG_GUARD_S:
             for process in context.processes:
                 with contextlib.suppress(Exception):
                     process.kill()
-            pytest.fail(f"the {WORLD} ranks did not finish within {TIMEOUT_S} s")
+            pytest.fail(f"the {WORLD} ranks did not finish within {HANG_GUARD_S} s: deadlocked")
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +201,7 @@ def ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.system, pytest.mark.usefixtures("one_thread")]
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
@@ -221,7 +255,9 @@ def test_data_parallel_generation_equals_one_process(ranks):
 def test_cfg_parallel_dit_equals_one_process(ranks, cache):
     config = {"none": None, "model": DIT_CACHE, "module": MODULE_CACHE}[cache]
     noise, labels = inputs()
-    expected = dit_sample(tiny_dit(), noise, labels, STEPS, cfg_scale=4.0, sampler="ddim", cache=config)
+    model = tiny_dit()
+    with maybe_applied(model, config, STEPS):
+        expected = dit_sample(model, noise, labels, STEPS, cfg_scale=4.0, sampler="ddim")
     for rank in ranks:
         close(rank[f"cfg_dit_{cache}"], expected)
 
@@ -231,7 +267,8 @@ def test_cfg_parallel_flux_equals_one_process(ranks, cache):
     config = {"none": None, "model": DIT_CACHE, "module": MODULE_CACHE}[cache]
     noise, labels = inputs()
     transformer, conditioning = tiny_flux()
-    expected = flux_digits.sample(transformer, conditioning, noise, labels, STEPS, 3.0, cache=config)
+    with maybe_applied(transformer, config, STEPS):
+        expected = flux_digits.sample(transformer, conditioning, noise, labels, STEPS, 3.0)
     for rank in ranks:
         close(rank[f"cfg_flux_{cache}"], expected)
     if config is not None:  # the cache changed the result: the ranks really forecast
@@ -248,6 +285,21 @@ def test_context_parallel_equals_one_process_and_shards_the_cache(ranks):
         latents, rank_bytes = rank["cp_module"]
         close(latents, cached)
         assert rank_bytes * WORLD == single_bytes  # each rank holds only its tokens' factors
+
+
+def test_adaptive_refresh_decides_alike_on_every_rank_of_a_context_parallel_group(ranks):
+    """Each rank probes its own half of the tokens; the distance is reduced over the group, so both
+    ranks take the same decisions as one process that sees every token."""
+    transformer, conditioning = tiny_flux()
+    alone = adaptive_with_distances(transformer, conditioning)
+    first, second = (rank["cp_adaptive"] for rank in ranks)
+    local = [[distance for distance, _ in run["distances"]] for run in (first, second)]
+    decided = [[distance for _, distance in run["distances"]] for run in (first, second)]
+    assert local[0] != local[1]  # the shards differ: alone, the ranks would disagree
+    assert decided[0] == decided[1]
+    assert decided[0] == pytest.approx([d for d, _ in alone["distances"]], rel=1e-4)
+    assert first["full_steps"] == second["full_steps"] == alone["full_steps"] < STEPS
+    torch.testing.assert_close(first["latents"], alone["latents"], atol=ATOL, rtol=0)
 
 
 def test_ring_attention_runs_or_fails_for_want_of_log_sum_exp_on_cpu(ranks):
@@ -271,21 +323,22 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "taylorseer", "generate", "--help"], capture_output=True, text=True, timeout=30
-    )
+        [sys.executable, "-m", "taylorseer", "generate", "--help"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert done.returncode == 0 and "--classes" in done.stdout
 
 
 def test_check_launch_refuses_odd_cfg_pairs_and_pipelines_without_context_parallel(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(ValueError, match="even number of ranks"):
-        distributed.check_launch("dit-digits", bundled=True, cfg_parallel=True)
+        checks.check_launch("dit-digits", bundled=True, cfg_parallel=True)
     with pytest.raises(ValueError, match="'some/pipeline'.*bundled models only.*--context-parallel"):
-        distributed.check_launch("some/pipeline", bundled=False)
-    distributed.check_launch("dit-digits", bundled=True)
-    distributed.check_launch("some/pipeline", bundled=False, context_parallel="ulysses")
+        checks.check_launch("some/pipeline", bundled=False)
+    checks.check_launch("dit-digits", bundled=True)
+    checks.check_launch("some/pipeline", bundled=False, context_parallel="ulysses")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    distributed.check_launch("dit-digits", bundled=True, cfg_parallel=True)
+    checks.check_launch("dit-digits", bundled=True, cfg_parallel=True)
 
 
 def test_without_a_launcher_the_world_is_one_process(monkeypatch):
@@ -311,7 +364,7 @@ def flux_pipeline_folder(folder: Path) -> Path:
     import diffusers
     import transformers
 
-    from test_pipelines import TEXT, WIDTH, WORDS, _tokenizer, build_flux
+    from tiny_pipelines import TEXT, WIDTH, WORDS, _tokenizer, build_flux
 
     pipe = build_flux(folder / "bare").pipe
     torch.manual_seed(0)
@@ -334,7 +387,7 @@ def flux_pipeline_folder(folder: Path) -> Path:
 
 
 def _recording(save, record: Path):
-    """`generate.save_side_by_side` that also saves its panels' images to `record`."""
+    """`figure.save_side_by_side` that also saves its panels' images to `record`."""
 
     def save_and_record(path, panels, columns, title):
         torch.save([images for _, images in panels], record)
@@ -344,11 +397,10 @@ def _recording(save, record: Path):
 
 
 def _cli_worker(rank: int, port: int, folder: str, argv: list[str]) -> None:
-    from taylorseer import generate
-    from taylorseer.cli import main
+    from taylorseer.cli import figure, main
 
     _as_torchrun(rank, port)
-    generate.save_side_by_side = _recording(generate.save_side_by_side, Path(folder) / f"panels{rank}.pt")
+    figure.save_side_by_side = _recording(figure.save_side_by_side, Path(folder) / f"panels{rank}.pt")
     (Path(folder) / f"exit{rank}").write_text(str(main(argv)))
 
 
@@ -358,8 +410,7 @@ def flux_folder(tmp_path_factory) -> Path:
 
 
 def test_cli_context_parallel_writes_on_rank_0_what_one_process_writes(flux_folder, tmp_path, monkeypatch):
-    from taylorseer import generate
-    from taylorseer.cli import main
+    from taylorseer.cli import figure, main
 
     written = tmp_path / "written"
     written.mkdir()
@@ -376,7 +427,7 @@ def test_cli_context_parallel_writes_on_rank_0_what_one_process_writes(flux_fold
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     record = tmp_path / "single.pt"
-    monkeypatch.setattr(generate, "save_side_by_side", _recording(generate.save_side_by_side, record))
+    monkeypatch.setattr(figure, "save_side_by_side", _recording(figure.save_side_by_side, record))
     assert main([*argv, "--output", str(tmp_path / "single.png")]) == 0
     (full, cached), (cp_full, cp_cached) = torch.load(record), torch.load(tmp_path / "panels0.pt")
     close(cp_full, full)

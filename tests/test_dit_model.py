@@ -19,7 +19,7 @@ F64 = torch.float64
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4, num_classes=10)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 def tiny_dit(dtype: torch.dtype = torch.float32, seed: int = 0, **overrides) -> DiT:

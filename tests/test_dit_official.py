@@ -2,15 +2,18 @@
 traced by hand here: a counter schedule, steps counted down (49..0) as the official code does,
 per-module dicts of finite-difference factors, and the Taylor series at negative distances."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from taylorseer import TaylorSeerConfig
+from taylorseer import TaylorSeerConfig, apply_taylorseer
 from taylorseer.models.dit import DiT, sample
 from taylorseer.models.gaussian_diffusion import GaussianDiffusion
 from toy_models import tiny_dit
+
+pytestmark = pytest.mark.integration
 
 STEPS = 20
 
@@ -78,7 +81,8 @@ def test_official_preset_reproduces_the_official_dit_cache(interval, order, firs
     expected = [*range(first_enhance - 1), *range(first_enhance - 1, STEPS, interval)]
     assert full_positions == expected  # the hand-traced counter gives the documented pattern
     config = TaylorSeerConfig.official(interval=interval, order=order, first_enhance=first_enhance)
-    ours = sample(model, noise, labels, steps=STEPS, cfg_scale=4.0, cache=config)
+    with apply_taylorseer(model, dataclasses.replace(config, num_steps=STEPS)):
+        ours = sample(model, noise, labels, steps=STEPS, cfg_scale=4.0)
     uncached = sample(model, noise, labels, steps=STEPS, cfg_scale=4.0)
     torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-9)
     assert (ours - uncached).abs().max() > 1e-4  # the cache really forecast something

@@ -182,7 +182,7 @@ CASES = [_case(name, granularity) for name in FAMILIES for granularity in GRANUL
 MODULE_CASES = [_case(name, "module") for name in FAMILIES]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 class Subject:

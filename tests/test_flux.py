@@ -9,6 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 GRANULARITIES = ["module", "block", "stack", "model"]
 TOKENS, TEXT = 64, 8  # an 8x8 latent grid, 8 text tokens
 

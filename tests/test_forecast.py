@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from taylorseer.forecast import forecast_weights, predict, update_factors
+from taylorseer.core.forecast import forecast_weights, predict, update_factors
+
+pytestmark = pytest.mark.unit
 
 GRIDS = {
     "uniform-increasing": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],

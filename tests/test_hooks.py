@@ -8,6 +8,8 @@ import torch
 from taylorseer import TaylorSeerConfig, apply_taylorseer
 from toy_models import ToyDiT, nonuniform_timesteps, run
 
+pytestmark = pytest.mark.integration
+
 GRANULARITIES = ["module", "block", "stack", "model"]
 
 
@@ -195,8 +197,13 @@ def test_model_without_timestep_input_raises():
 
 
 def test_schedule_from_the_end_needs_num_steps():
-    with pytest.raises(ValueError, match="num_steps"):
-        apply_taylorseer(ToyDiT(), TaylorSeerConfig(final_full=2))
+    model = ToyDiT()
+    with apply_taylorseer(model, TaylorSeerConfig(final_full=2)) as handle:
+        with pytest.raises(ValueError, match="handle.run"):
+            run(model, nonuniform_timesteps(3), hidden(dtype=torch.float32))
+        with handle.run(num_steps=3):  # the run's length given for this run alone
+            run(model, nonuniform_timesteps(3), hidden(dtype=torch.float32))
+        assert handle.stats["full_steps"] == 3  # warm-up 3 (order 2 + 1), and final_full
     model = ToyDiT()
     with apply_taylorseer(
         model, TaylorSeerConfig(interval=6, warmup=1, final_full=2, num_steps=10)

@@ -7,7 +7,9 @@ pytest.importorskip("diffusers")
 from diffusers import FluxTransformer2DModel  # noqa: E402
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer  # noqa: E402
-from taylorseer.memory import FLUX_DEV_1024, Architecture, cache_bytes, table  # noqa: E402
+from taylorseer.bench.memory_table import FLUX_DEV_1024, Architecture, cache_bytes, table  # noqa: E402
+
+pytestmark = pytest.mark.integration
 
 BATCH, IMAGE, TEXT, HIDDEN, CHANNELS = 2, 16, 8, 32, 8
 

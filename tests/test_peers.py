@@ -10,8 +10,10 @@ from diffusers import FluxTransformer2DModel  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from taylorseer.bench.peers import apply_cache_dit, apply_diffusers_taylorseer  # noqa: E402
 from taylorseer.models.dit import DiT  # noqa: E402
-from taylorseer.peers import apply_cache_dit, apply_diffusers_taylorseer  # noqa: E402
+
+pytestmark = pytest.mark.integration
 
 STEPS = 20
 TOKENS, TEXT = 16, 4  # a 4x4 latent grid, 4 text tokens

@@ -2,7 +2,9 @@
 
 import pytest
 
-from taylorseer.schedule import full_step_indices, is_full_step
+from taylorseer.core.schedule import full_step_indices, is_full_step
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import torch
 
 from taylorseer.training.common import TrainingLog, train_loop
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 def regression_problem(seed: int = 0):

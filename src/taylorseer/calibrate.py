@@ -114,28 +114,11 @@ def calibrate(
     return config, dict(start_mse=start_error, mse=best_error, evaluations=evaluations)
 
 
-def calibrate_bundled(
-    name: str, base: TaylorSeerConfig, steps: int, budget: int, samples: int, seed: int, held_out_seed: int
-) -> tuple[TaylorSeerConfig, list[str]]:
-    """Calibrate on `samples` digits from `seed`; report PSNR on others from `held_out_seed`."""
-    from taylorseer.metrics import psnr
-    from taylorseer.models.bundled import load_bundled
+def calibrated_config(name: str) -> TaylorSeerConfig:
+    """The schedule `taylorseer calibrate` found for a bundled model (its folder's schedule.json)."""
+    from taylorseer.models.bundled import BUNDLED_MODELS
+    from taylorseer.models.weights import bundled_path
 
-    generator = load_bundled(name)
-    labels = torch.arange(samples) % 10
-
-    def sampler(noise_seed: int) -> Sampler:
-        noise = generator.noise(samples, noise_seed)
-        return lambda config: generator.sample(noise, labels, steps=steps, cache=config)
-
-    config, report = calibrate(sampler(seed), base, steps, budget, log=print)
-    even = with_full_steps(base, spread(steps, budget, base.effective_warmup), steps)
-    lines = [f"{name}: {budget} of {steps} steps full; calibrated full steps {list(config.full_steps)}"]
-    for label, noise_seed in (("calibration seeds", seed), ("held-out seeds", held_out_seed)):
-        run = sampler(noise_seed)
-        reference = run(None)
-        lines.append(
-            f"  {label}: PSNR even placement {psnr(run(even), reference):.2f} dB -> calibrated "
-            f"{psnr(run(config), reference):.2f} dB"
-        )
-    return config, lines
+    if name not in BUNDLED_MODELS:
+        raise ValueError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
+    return TaylorSeerConfig.from_json(bundled_path(name) / "schedule.json")

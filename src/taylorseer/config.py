@@ -15,6 +15,15 @@ SCHEDULES = ("fixed", "calibrated", "adaptive")
 DEFAULT_ERROR_BUDGET = 0.1  # adaptive: largest relative error of the probe block's forecast
 FACTOR_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
+# The official TaylorSeer scripts' settings (interval N, max_order, first_enhance), per model family.
+OFFICIAL_PRESETS: dict[str, dict[str, int]] = {
+    "dit": dict(interval=4, order=4, first_enhance=2),  # DiT-XL/2, DDIM 50 (first_enhance hard-coded)
+    "flux": dict(interval=6, order=1, first_enhance=3),  # FLUX.1-dev, 50 steps
+    "hunyuan_video": dict(interval=5, order=1, first_enhance=1),
+    "wan": dict(interval=5, order=1, first_enhance=1),  # Wan2.1 (cond and uncond cached separately)
+    "hidream": dict(interval=4, order=2, first_enhance=1),
+}
+
 
 @dataclass(frozen=True)
 class TaylorSeerConfig:
@@ -113,12 +122,35 @@ class TaylorSeerConfig:
         return negative or (self.full_steps is None and self.final_full > 0)
 
     @classmethod
-    def official(cls, interval: int, order: int, first_enhance: int = 1) -> TaylorSeerConfig:
-        """The paper's method as the official code runs it: per-module Taylor on step indices."""
+    def official(
+        cls,
+        family: str | None = None,
+        *,
+        interval: int | None = None,
+        order: int | None = None,
+        first_enhance: int | None = None,
+    ) -> TaylorSeerConfig:
+        """The paper's method as the official code runs it: per-module Taylor on step indices.
+
+        `family` ("dit", "flux", "hunyuan_video", "wan", "hidream") takes that official script's
+        interval, order and first_enhance (`OFFICIAL_PRESETS`); keywords override them. Without a
+        family all three must be given.
+        """
+        if family is not None and family not in OFFICIAL_PRESETS:
+            raise ValueError(f"family must be one of {', '.join(OFFICIAL_PRESETS)}; got {family!r}")
+        preset = OFFICIAL_PRESETS.get(family, {})
+        given = dict(interval=interval, order=order, first_enhance=first_enhance)
+        chosen = {name: preset.get(name) if value is None else value for name, value in given.items()}
+        missing = [name for name, value in chosen.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"official() needs a family ({', '.join(OFFICIAL_PRESETS)}) or all of interval, order and "
+                f"first_enhance; missing {', '.join(missing)}"
+            )
         return cls(
-            interval=interval,
-            order=order,
-            warmup=first_enhance,
+            interval=chosen["interval"],
+            order=chosen["order"],
+            warmup=chosen["first_enhance"],
             form="taylor",
             abscissa="step",
             granularity="module",

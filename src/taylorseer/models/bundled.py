@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -13,15 +12,12 @@ from torch import Tensor, nn
 from taylorseer.models.digits import LATENT_CHANNELS, LATENT_SIZE, to_images
 from taylorseer.models.weights import bundled_path, load_safetensors
 
-if TYPE_CHECKING:
-    from taylorseer import TaylorSeerConfig
-
 SampleFunction = Callable[..., Tensor]
 
 
 @dataclass
 class DigitGenerator:
-    """A bundled model ready to sample: its transformer (what the cache is applied to)."""
+    """A bundled model ready to sample: its transformer (what a cache is applied to)."""
 
     name: str
     transformer: nn.Module
@@ -47,13 +43,12 @@ class DigitGenerator:
         noise: Tensor,
         labels: Tensor,
         steps: int = 50,
-        cache: TaylorSeerConfig | None = None,
         cfg_scale: float | None = None,
         progress: bool = False,
     ) -> Tensor:
         """Images (n, 1, 16, 16) in [-1, 1] for `labels` (n,) from `noise` (n, 4, 8, 8)."""
         scale = self.cfg_scale if cfg_scale is None else cfg_scale
-        latents = self._sample(noise, labels, steps=steps, cfg_scale=scale, cache=cache, progress=progress)
+        latents = self._sample(noise, labels, steps=steps, cfg_scale=scale, progress=progress)
         return to_images(latents)
 
 
@@ -92,12 +87,3 @@ def load_bundled(name: str) -> DigitGenerator:
     if name not in BUNDLED_MODELS:
         raise ValueError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
     return BUNDLED_MODELS[name]()
-
-
-def calibrated_config(name: str) -> TaylorSeerConfig:
-    """The schedule `taylorseer calibrate` found for a bundled model (its folder's schedule.json)."""
-    from taylorseer import TaylorSeerConfig
-
-    if name not in BUNDLED_MODELS:
-        raise ValueError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
-    return TaylorSeerConfig.from_json(bundled_path(name) / "schedule.json")

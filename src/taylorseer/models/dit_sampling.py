@@ -1,26 +1,21 @@
-"""Sampling a DiT the way facebookresearch/DiT's sample.py does, optionally with TaylorSeer.
+"""Sampling a DiT the way facebookresearch/DiT's sample.py does.
 
 Re-exported as ``taylorseer.models.dit.sample``. The loop talks to the model only through a
 *guide*: the model call of one step, ``guide(x, t) -> model output`` for the n latents ``x``.
 The default one runs ``forward_with_cfg(x, t, y, cfg_scale)`` on the doubled batch (or
 ``model(x, t, y)`` without guidance), so any module with that interface and a ``num_classes``
-attribute (the null label) can be sampled; ``distributed.cfg_parallel_dit`` passes one that runs
-a single branch per rank.
+attribute (the null label) can be sampled; ``distributed.cfg_parallel.cfg_parallel_dit`` passes
+one that runs a single branch per rank. To sample with TaylorSeer, apply it to the model first.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from taylorseer.models.gaussian_diffusion import GaussianDiffusion
-
-if TYPE_CHECKING:
-    from taylorseer import TaylorSeerConfig
 
 SAMPLERS = ("ddim", "ddpm")
 
@@ -60,7 +55,6 @@ def sample(
     steps: int = 50,
     cfg_scale: float = 1.5,
     sampler: str = "ddim",
-    cache: TaylorSeerConfig | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
     guide: Guide | None = None,
@@ -73,8 +67,7 @@ def sample(
     the conditional half; ``cfg_scale == 1`` runs ``model(x, t, y)`` on the n samples alone.
     ``guide`` replaces that model call (see ``batched_guide``); it must give the same output.
     ``sampler`` is "ddim" (eta=0) or "ddpm" (ancestral; its noise is drawn from ``generator``
-    for the whole guided batch of 2n at every step, as ADM does). ``cache``, a TaylorSeerConfig,
-    wraps the model with TaylorSeer for the duration of the call (``num_steps`` set to ``steps``).
+    for the whole guided batch of 2n at every step, as ADM does).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
@@ -86,24 +79,14 @@ def sample(
     n = noise.shape[0]
     noise_rows = 2 * n if cfg_scale != 1.0 else n  # ADM draws DDPM noise for the doubled batch
     x = noise
-
-    handle = None
-    if cache is not None:
-        from taylorseer import apply_taylorseer  # lazy: no import cycle with the package root
-
-        handle = apply_taylorseer(model, dataclasses.replace(cache, num_steps=steps))
-    try:
-        for i, t in enumerate(_maybe_progress(diffusion.timesteps, progress)):
-            model_out = guide(x, t)  # (n, C_out, H, W)
-            if sampler == "ddim":
-                x = diffusion.ddim_step(model_out, x, i)
-            else:
-                shape = (noise_rows, *x.shape[1:])
-                z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = diffusion.ddpm_step(model_out, x, i, z[:n])
-    finally:
-        if handle is not None:
-            handle.remove()
+    for i, t in enumerate(_maybe_progress(diffusion.timesteps, progress)):
+        model_out = guide(x, t)  # (n, C_out, H, W)
+        if sampler == "ddim":
+            x = diffusion.ddim_step(model_out, x, i)
+        else:
+            shape = (noise_rows, *x.shape[1:])
+            z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = diffusion.ddpm_step(model_out, x, i, z[:n])
     return x
 
 

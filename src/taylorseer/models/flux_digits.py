@@ -9,20 +9,15 @@ channels as FLUX packs its VAE latents; sampling is rectified-flow Euler on shif
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from taylorseer.models.digits import LATENT_CHANNELS, NUM_CLASSES
-
-if TYPE_CHECKING:
-    from taylorseer import TaylorSeerConfig
 
 TEXT_TOKENS = 4
 TRANSFORMER_CONFIG = dict(
@@ -111,7 +106,6 @@ def sample(
     labels: Tensor,
     steps: int = 50,
     cfg_scale: float = 3.0,
-    cache: TaylorSeerConfig | None = None,
     progress: bool = False,
     guide: Guide | None = None,
 ) -> Tensor:
@@ -119,8 +113,8 @@ def sample(
 
     Euler steps of diffusers' FlowMatchEulerDiscreteScheduler (shift 3); CFG as one batched call
     of 2n (conditional, then null class). `guide` replaces that call (see `batched_guide`;
-    `distributed.cfg_parallel_flux` runs one branch per rank). `cache` applies TaylorSeer for
-    the duration of the call.
+    `distributed.cfg_parallel.cfg_parallel_flux` runs one branch per rank). To sample with
+    TaylorSeer, apply it to the transformer first.
     """
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -128,22 +122,13 @@ def sample(
     scheduler.set_timesteps(steps)
     guide = guide or batched_guide(transformer, conditioning, labels, cfg_scale)
     latents = pack(noise)  # (n, 16, 16)
-    handle = None
-    if cache is not None:
-        from taylorseer import apply_taylorseer
+    timesteps = scheduler.timesteps
+    if progress:
+        from tqdm.auto import tqdm
 
-        handle = apply_taylorseer(transformer, dataclasses.replace(cache, num_steps=steps))
-    try:
-        timesteps = scheduler.timesteps
-        if progress:
-            from tqdm.auto import tqdm
-
-            timesteps = tqdm(timesteps, desc="FLUX sampling")
-        for t in timesteps:
-            latents = scheduler.step(guide(latents, t), t, latents, return_dict=False)[0]
-    finally:
-        if handle is not None:
-            handle.remove()
+        timesteps = tqdm(timesteps, desc="FLUX sampling")
+    for t in timesteps:
+        latents = scheduler.step(guide(latents, t), t, latents, return_dict=False)[0]
     return unpack(latents)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from taylorseer.metrics import frechet_distance
+from taylorseer.bench.metrics import frechet_distance
 from taylorseer.models.bundled import BUNDLED_MODELS, load_bundled
 from taylorseer.models.classifier import load_classifier
 from taylorseer.models.digits import load_digits

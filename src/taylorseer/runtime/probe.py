@@ -3,8 +3,8 @@
 Full calls record the first block's output like any cached feature. On a forecast call the probe
 runs the model's own forward only up to the end of its first block (every other hook sees no call
 in progress, so nothing is forecast or recorded), stops it there, and measures the relative L2
-distance between that real output and the forecast of it. The hook of the whole model reads that
-distance together with the finiteness of its forecast as one scalar, and runs the call in full
+distance between that real output and the forecast of it. `Runtime.accept_forecast` reads that
+distance together with the finiteness of the forecast as one scalar, and turns the call full
 when the distance is over the config's `error_budget`.
 """
 
@@ -14,11 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 
-from taylorseer.discovery import Block
-from taylorseer.engine import CallContext, Engine
+from taylorseer.runtime.calls import CallContext, Runtime
 
 
 class _FirstBlockDone(Exception):
@@ -29,23 +28,31 @@ class _FirstBlockDone(Exception):
         self.output = output
 
 
-def relative_distance(actual: Any, predicted: Any) -> Tensor:
-    """||actual - predicted|| / ||actual|| over every tensor of two same-structured outputs (0-dim)."""
+def relative_distance(actual: Any, predicted: Any, group: Any = None) -> Tensor:
+    """||actual - predicted|| / ||actual|| over every tensor of two same-structured outputs (0-dim).
+
+    With a process `group` (context parallelism: each rank holds a shard of the tokens) both sums
+    are added over the group first, so that every rank gets the same distance and decision."""
     pairs = [
         (a.detach(), p) for a, p in zip(tree_leaves(actual), tree_leaves(predicted)) if isinstance(a, Tensor)
     ]
     error = sum(torch.sum((a.float() - p.float()) ** 2) for a, p in pairs)
     norm = sum(torch.sum(a.float() ** 2) for a, _ in pairs)
-    return torch.sqrt(error / norm.clamp_min(torch.finfo(torch.float32).tiny))
+    sums = torch.stack([error, norm])  # (2,)
+    if group is not None:
+        torch.distributed.all_reduce(sums, group=group)
+    return torch.sqrt(sums[0] / sums[1].clamp_min(torch.finfo(torch.float32).tiny))
 
 
 class Probe:
     """The first block of the model as a probe of how far off the forecasts are."""
 
-    def __init__(self, block: Block, engine: Engine) -> None:
+    def __init__(self, path: str, block: nn.Module, runtime: Runtime, group: Any = None) -> None:
+        self.path = path
         self.block = block
-        self.engine = engine
-        self.feature = engine.new_feature(f"{block.path} (probe)")
+        self.runtime = runtime
+        self.group = group  # the context-parallel group whose ranks share the decision
+        self.feature = runtime.new_feature(f"{path} (probe)")
         self.probing = False
 
     def wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,7 +62,7 @@ class Probe:
             output = original(*args, **kwargs)
             if self.probing:
                 raise _FirstBlockDone(output)
-            context = self.engine.context
+            context = self.runtime.context
             if context is not None and context.full:
                 self.feature.record(context.branch, output, context.x, context.order)
             return output
@@ -64,16 +71,16 @@ class Probe:
 
     def distance(self, context: CallContext, run_model: Callable[[], Any]) -> Tensor:
         """The relative distance of the first block's forecast from its real output at this call."""
-        engine = self.engine
-        engine.context, self.probing = None, True  # a plain forward: the other hooks stand aside
+        self.probing = True
         try:
-            run_model()
+            with self.runtime.suspended():  # a plain forward: the other hooks stand aside
+                run_model()
         except _FirstBlockDone as done:
             actual = done.output
         else:
             raise RuntimeError(
-                f"adaptive refresh: the model's forward never called its first block {self.block.path!r}"
+                f"adaptive refresh: the model's forward never called its first block {self.path!r}"
             )
         finally:
-            engine.context, self.probing = context, False
-        return relative_distance(actual, self.feature.predict(context.branch, context.x))
+            self.probing = False
+        return relative_distance(actual, self.feature.predict(context.branch, context.x), self.group)

@@ -10,8 +10,8 @@ import torch
 from diffusers import FluxTransformer2DModel
 from torch import Tensor
 
-from taylorseer.bench import Subject
-from taylorseer.metrics import frechet_distance
+from taylorseer.bench.harness import Subject
+from taylorseer.bench.metrics import frechet_distance
 from taylorseer.models import flux_digits
 from taylorseer.models.bundled import load_bundled
 from taylorseer.models.classifier import load_classifier

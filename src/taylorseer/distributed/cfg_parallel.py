@@ -4,21 +4,18 @@ Each sampler is the single-process sampler (`models.dit_sampling.sample`,
 `models.flux_digits.sample`) with another guide: the rank runs the model on its own branch only
 (rank 0 the conditional labels, rank 1 the null class), the two predictions are exchanged, and
 both ranks combine them as the batched call does. Each rank forecasts its own branch with its
-own cache; both return the same latents. Public through `taylorseer.distributed`.
+own cache (applied to the model by the caller); both return the same latents.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from taylorseer.distributed_group import exchange
-
-if TYPE_CHECKING:
-    from taylorseer.config import TaylorSeerConfig
+from taylorseer.distributed.group import exchange
 
 
 def _branch(group: Any, cfg_scale: float) -> int:
@@ -37,7 +34,6 @@ def cfg_parallel_dit(
     labels: Tensor,
     steps: int = 50,
     cfg_scale: float = 1.5,
-    cache: TaylorSeerConfig | None = None,
     group: Any = None,
     progress: bool = False,
 ) -> Tensor:
@@ -55,7 +51,7 @@ def cfg_parallel_dit(
         guided = eps_uncond + cfg_scale * (eps_cond - eps_uncond)  # as DiT.forward_with_cfg
         return torch.cat([guided, cond[:, CFG_CHANNELS:]], dim=1)
 
-    return sample(model, noise, labels, steps, cfg_scale, "ddim", cache, progress=progress, guide=guide)
+    return sample(model, noise, labels, steps, cfg_scale, "ddim", progress=progress, guide=guide)
 
 
 @torch.no_grad()
@@ -66,7 +62,6 @@ def cfg_parallel_flux(
     labels: Tensor,
     steps: int = 50,
     cfg_scale: float = 3.0,
-    cache: TaylorSeerConfig | None = None,
     group: Any = None,
     progress: bool = False,
 ) -> Tensor:
@@ -83,4 +78,4 @@ def cfg_parallel_flux(
         cond, uncond = exchange(flow, group)  # (n, T, C) each
         return uncond + cfg_scale * (cond - uncond)
 
-    return sample(transformer, conditioning, noise, labels, steps, cfg_scale, cache, progress, guide)
+    return sample(transformer, conditioning, noise, labels, steps, cfg_scale, progress=progress, guide=guide)

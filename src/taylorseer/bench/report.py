@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from taylorseer.bench import Row
+from taylorseer.bench.harness import Row
 
 COLUMNS = [
     ("full steps", lambda row, base: "" if row.full_steps is None else str(row.full_steps)),

@@ -30,6 +30,17 @@ class BlockSpec:
     inputs: tuple[str, ...] = ("hidden_states",)
     outputs: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("cached", "skipped", "optional", "inputs", "outputs"):
+            value = getattr(self, name)
+            if value is None and name == "outputs":
+                continue
+            if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+                raise ValueError(f"BlockSpec.{name} must be a tuple of names, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if not self.inputs:
+            raise ValueError("BlockSpec.inputs must name at least one stream argument")
+
 
 # Children discovered inside unknown blocks, in the order they are looked for.
 DEFAULT_CACHED_CHILDREN = (
@@ -80,6 +91,22 @@ BLOCK_SPECS: dict[str, BlockSpec] = {
     # SanaTransformerBlock (attn1, optional attn2, ff), BasicTransformerBlock of DiT (attn1, ff) and
     # PixArt (attn1, attn2, ff).
 }
+
+
+def register_block_spec(block_class: type | str, spec: BlockSpec) -> None:
+    """Teach the cache a block family: how blocks of `block_class` (a class or its name) are cached.
+
+    Example, for a block whose forward is `(x, context, temb) -> x` with children `attn` and `ffn`:
+    `register_block_spec(MyBlock, BlockSpec(cached=("attn", "ffn"), inputs=("x",)))`. A later
+    registration of the same class replaces the earlier one; it applies to caches applied after it.
+    """
+    name = block_class if isinstance(block_class, str) else getattr(block_class, "__name__", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"block_class must be a class or a class name, got {block_class!r}")
+    if not isinstance(spec, BlockSpec):
+        raise TypeError(f"spec must be a taylorseer.BlockSpec, got {type(spec).__name__}")
+    BLOCK_SPECS[name] = spec
+
 
 # Wrapper blocks whose real block is one child: its path inside the wrapper.
 WRAPPED_BLOCKS = {"HiDreamBlock": "block"}  # HiDream: a two-stream or a one-stream block inside

@@ -1,4 +1,4 @@
-"""Small typed state: the step clock of a run, and the factors of each cached feature."""
+"""The factors of each cached feature, per CFG branch: folded on full steps, evaluated on forecasts."""
 
 from __future__ import annotations
 
@@ -9,42 +9,10 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
-from taylorseer import forecast
+from taylorseer.core import forecast
+from taylorseer.core.budget import MemoryBudget
 
 _TENSOR = object()  # placeholder for a tensor leaf in an output template
-
-
-@dataclass
-class StepClock:
-    """Turns the timestep of each model call into (step, branch) without counting calls.
-
-    A new timestep value is the next step; the same value again is another CFG branch of the
-    same step; a value that moves back toward the start of the schedule begins a new run.
-    """
-
-    step: int = -1
-    branch: int = 0
-    timestep: float | None = None
-    direction: float = 0.0  # sign of the timestep's change between steps; 0 until known
-
-    def tick(self, timestep: float) -> bool:
-        """Advance to the call at `timestep`; returns True when it starts a new run."""
-        if self.timestep is None:
-            self._start(timestep)
-            return True
-        change = timestep - self.timestep
-        if change == 0:
-            self.branch += 1
-            return False
-        if self.direction == 0 or change * self.direction > 0:
-            self.direction = 1.0 if change > 0 else -1.0
-            self.step, self.branch, self.timestep = self.step + 1, 0, timestep
-            return False
-        self._start(timestep)
-        return True
-
-    def _start(self, timestep: float) -> None:
-        self.step, self.branch, self.timestep, self.direction = 0, 0, timestep, 0.0
 
 
 @dataclass
@@ -73,33 +41,6 @@ class ForecastRule:
     form: str
     order: int
     storage_dtype: torch.dtype | None
-
-
-class BudgetExceeded(Exception):
-    """Raised before storing factors that would take the cache over its memory budget."""
-
-    def __init__(self, needed: int, limit: int) -> None:
-        super().__init__(f"the cache needs {needed} bytes, over its budget of {limit}")
-        self.needed, self.limit = needed, limit
-
-
-@dataclass
-class MemoryBudget:
-    """Bytes reserved per (cached unit, branch) at full order, checked before allocating."""
-
-    limit: int | None
-    reserved: dict[tuple[int, int], int] = field(default_factory=dict)
-
-    def reserve(self, key: tuple[int, int], nbytes: int) -> None:
-        if self.limit is None:
-            return
-        needed = sum(v for k, v in self.reserved.items() if k != key) + nbytes
-        if needed > self.limit:
-            raise BudgetExceeded(needed, self.limit)
-        self.reserved[key] = nbytes
-
-    def release(self, branch: int | None = None) -> None:
-        self.reserved = {k: v for k, v in self.reserved.items() if branch is not None and k[1] != branch}
 
 
 class CachedFeature:

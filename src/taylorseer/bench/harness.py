@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from taylorseer.api import apply_taylorseer
+from taylorseer.bench.metrics import psnr, relative_l2, ssim
 from taylorseer.config import TaylorSeerConfig
-from taylorseer.hooks import wrap_forward
-from taylorseer.metrics import psnr, relative_l2, ssim
+from taylorseer.wiring.forwards import wrap_forward
 
 STEPS = 50
 
@@ -65,11 +65,8 @@ class Row:
 
 
 def paper_preset(family: str) -> TaylorSeerConfig:
-    """The official code's defaults for the family (shared/ALGORITHM.md section 1)."""
-    return {
-        "dit": TaylorSeerConfig.official(interval=4, order=4, first_enhance=2),
-        "flux": TaylorSeerConfig.official(interval=6, order=1, first_enhance=3),
-    }[family]
+    """The official code's defaults for the family ("dit" or "flux")."""
+    return TaylorSeerConfig.official(family)
 
 
 # Adaptive rows: order 1 forecasts best between probe-placed full steps on both bundled models
@@ -85,7 +82,7 @@ def our_methods(
     plain reuse at that schedule, the `calibrated` schedule, adaptive refresh at a few error
     budgets, and fewer steps at the default's number of evaluations."""
     default = default or TaylorSeerConfig()
-    from taylorseer.schedule import full_step_indices
+    from taylorseer.core.schedule import full_step_indices
 
     evaluations = len(
         full_step_indices(STEPS, default.interval, default.effective_warmup, 0, default.full_steps)

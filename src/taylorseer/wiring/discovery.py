@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from taylorseer.families import (
+from taylorseer.wiring.families import (
     BLOCK_SPECS,
     DEFAULT_CACHED_CHILDREN,
     IGNORED_BLOCKS,
@@ -108,7 +108,8 @@ def discover_blocks(model: nn.Module) -> list[Block]:
     if not lists:
         raise ValueError(
             f"no block list found in {type(model).__name__}: looked for an nn.ModuleList of "
-            "same-class blocks (e.g. `blocks`, `transformer_blocks`)"
+            "same-class blocks (e.g. `blocks`, `transformer_blocks`); use granularity='model', or "
+            "teach it your blocks with taylorseer.register_block_spec"
         )
     blocks = []
     for path_of_list, module_list in lists:
@@ -144,6 +145,13 @@ def cached_children(blocks: list[Block]) -> list[tuple[str, nn.Module, bool]]:
         classes = sorted({type(block.module).__name__ for block in blocks})
         raise ValueError(
             f"no module to cache inside the blocks {classes}: looked for the children "
-            f"{DEFAULT_CACHED_CHILDREN} (add the class to taylorseer.families.BLOCK_SPECS)"
+            f"{DEFAULT_CACHED_CHILDREN}: teach it these blocks with taylorseer.register_block_spec"
         )
     return children
+
+
+def context_parallel_group(model: nn.Module) -> Any:
+    """The process group over which diffusers' context parallelism splits `model`'s tokens, or None."""
+    parallel = getattr(model, "_parallel_config", None)
+    mesh = getattr(getattr(parallel, "context_parallel_config", None), "_flattened_mesh", None)
+    return None if mesh is None else mesh.get_group()

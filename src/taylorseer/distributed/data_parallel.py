@@ -1,6 +1,5 @@
 """`taylorseer generate` on the bundled models spread over the ranks: data-parallel shards of the
 samples, optionally with each shard's guidance branches on a pair of ranks (CFG-parallel).
-Public through `taylorseer.distributed`.
 """
 
 from __future__ import annotations
@@ -13,12 +12,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from taylorseer.distributed_cfg import cfg_parallel_dit, cfg_parallel_flux
-from taylorseer.distributed_group import gather, reduce_measures, shard
+from taylorseer.distributed.cfg_parallel import cfg_parallel_dit, cfg_parallel_flux
+from taylorseer.distributed.group import gather, reduce_measures, shard
 
 if TYPE_CHECKING:
+    from taylorseer.cli.generate import Result
     from taylorseer.config import TaylorSeerConfig
-    from taylorseer.generate import Result
     from taylorseer.models.bundled import DigitGenerator
 
 SampleImages = Callable[[Tensor, Tensor, int, bool], Tensor]  # (noise, labels, steps, progress)
@@ -30,7 +29,7 @@ def _dit_branches(generator: DigitGenerator, group: Any) -> tuple[nn.Module, Sam
     model = generator.transformer
 
     def sample(noise: Tensor, labels: Tensor, steps: int, progress: bool) -> Tensor:
-        latents = cfg_parallel_dit(model, noise, labels, steps, generator.cfg_scale, None, group, progress)
+        latents = cfg_parallel_dit(model, noise, labels, steps, generator.cfg_scale, group, progress)
         return to_images(latents)
 
     return model, sample
@@ -46,7 +45,7 @@ def _flux_branches(generator: DigitGenerator, group: Any) -> tuple[nn.Module, Sa
 
     def sample(noise: Tensor, labels: Tensor, steps: int, progress: bool) -> Tensor:
         latents = cfg_parallel_flux(
-            transformer, conditioning, noise, labels, steps, generator.cfg_scale, None, group, progress
+            transformer, conditioning, noise, labels, steps, generator.cfg_scale, group, progress
         )
         return to_images(latents)
 
@@ -83,7 +82,7 @@ def layout(cfg_parallel: bool) -> Layout:
 def _measure_everywhere(run: Callable[[], Tensor], full_steps: Callable[[], int]) -> Result | None:
     """Every rank runs `run`; on rank 0: the gathered images, the slowest rank's seconds, the
     FLOPs of all ranks and the most full steps any rank took. None elsewhere."""
-    from taylorseer.generate import Result, measure
+    from taylorseer.cli.generate import Result, measure
 
     dist.barrier()  # start the clocks together
     images, seconds, flops = measure(run)

@@ -1,4 +1,4 @@
-"""The command line: `taylorseer generate` (and the subcommands added beside it)."""
+"""The command line: `taylorseer generate`, `taylorseer bench`, `taylorseer calibrate`."""
 
 from __future__ import annotations
 
@@ -133,7 +133,8 @@ def _models(text: str) -> list[str]:
 def _sample(args: argparse.Namespace, config: TaylorSeerConfig | None, bundled: bool) -> Any:
     """(full Result, cached Result or None, columns) the way the launch asks for; under torchrun,
     None on every rank but 0."""
-    from taylorseer import distributed, generate
+    from taylorseer import distributed
+    from taylorseer.cli import generate
 
     sizes = dict(height=args.height, width=args.width, num_frames=args.frames)
     call_kwargs = {name: value for name, value in sizes.items() if value is not None}
@@ -155,8 +156,9 @@ def _sample(args: argparse.Namespace, config: TaylorSeerConfig | None, bundled: 
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from taylorseer import distributed, generate
-    from taylorseer.models.bundled import BUNDLED_MODELS, calibrated_config
+    from taylorseer.calibrate import calibrated_config
+    from taylorseer.cli import checks, figure
+    from taylorseer.models.bundled import BUNDLED_MODELS
 
     try:
         if args.no_cache:
@@ -176,11 +178,11 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             config = TaylorSeerConfig(interval=interval, order=order, schedule=args.schedule)
         if config is not None and config.num_steps not in (None, args.steps):
             raise ValueError(f"the config is for num_steps={config.num_steps}, got --steps {args.steps}")
-        generate.check_writable(args.output)
+        checks.check_writable(args.output)
         bundled = args.model in BUNDLED_MODELS
-        distributed.check_launch(args.model, bundled, args.cfg_parallel, args.context_parallel)
+        checks.check_launch(args.model, bundled, args.cfg_parallel, args.context_parallel)
         if args.context_parallel:
-            distributed.check_plan(args.model)
+            checks.check_plan(args.model)
     except ValueError as error:
         parser.error(str(error))
     outcome = _sample(args, config, bundled)
@@ -195,8 +197,8 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             which = f"calibrated, {len(config.full_steps)} full steps, order {config.order}"
         label = f"TaylorSeer ({which}): {cached.seconds:.2f} s, {full.seconds / cached.seconds:.2f}x faster"
         panels.append((label, cached.images))
-    generate.save_side_by_side(args.output, panels, columns, title)
-    print(generate.summary(full, cached, args.steps))
+    figure.save_side_by_side(args.output, panels, columns, title)
+    print(figure.summary(full, cached, args.steps))
     print(f"wrote {args.output}")
     if not bundled and args.output.with_suffix(".mp4").is_file():
         print(f"wrote {args.output.with_suffix('.mp4')} (the videos side by side)")
@@ -204,8 +206,8 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _calibrate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from taylorseer.calibrate import calibrate_bundled
-    from taylorseer.generate import check_writable
+    from taylorseer.cli.calibration import calibrate_bundled
+    from taylorseer.cli.checks import check_writable
 
     try:
         base = TaylorSeerConfig(order=args.order, granularity=args.granularity)
@@ -233,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "calibrate":
         return _calibrate(args, parser)
     if args.command == "bench":
-        from taylorseer import bench_run
+        from taylorseer.bench import runner
 
         args.argv = argv[1:]
-        return bench_run.sweep(args) if args.sweep else bench_run.main(args)
+        return runner.sweep(args) if args.sweep else runner.main(args)
     return _generate(args, parser)
 
 

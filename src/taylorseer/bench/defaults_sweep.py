@@ -1,6 +1,6 @@
 """Fidelity of cache configurations on the bundled models, against full compute, same seeds.
 
-    python -m taylorseer.sweep --out docs/DEFAULTS.md
+    python -m taylorseer.bench.defaults_sweep --out docs/DEFAULTS.md
 
 The measurement behind the defaults of `TaylorSeerConfig`: every combination of form,
 abscissa, granularity and order at one fixed schedule (so at equal full-compute steps), on both
@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
+from taylorseer.api import maybe_applied
+from taylorseer.bench.metrics import psnr
 from taylorseer.config import TaylorSeerConfig
-from taylorseer.metrics import psnr
+from taylorseer.core.schedule import full_step_indices
 from taylorseer.models.bundled import load_bundled
-from taylorseer.schedule import full_step_indices
 
 STEPS = 50
 SCHEDULE = dict(interval=5, warmup=3)  # full steps 0 1 2 7 12 ... 47: 12 of 50
@@ -38,7 +39,8 @@ def measure(name: str, configs: dict[str, TaylorSeerConfig], samples: int, seed:
              psnr=psnr(generator.sample(noise, labels, steps=full_steps), reference)),
     ]  # fmt: skip
     for label, config in configs.items():
-        images = generator.sample(noise, labels, steps=STEPS, cache=config)
+        with maybe_applied(generator.transformer, config, STEPS):
+            images = generator.sample(noise, labels, steps=STEPS)
         rows.append(dict(model=name, config=label, full_steps=full_steps, psnr=psnr(images, reference)))
         print(f"{name:12s} {label:45s} {rows[-1]['psnr']:6.2f} dB", flush=True)
     return rows
@@ -68,7 +70,7 @@ def markdown(rows: list[dict], seconds: float, samples: int) -> str:
         f"{full_step_indices(STEPS, **SCHEDULE)} ({len(full_step_indices(STEPS, **SCHEDULE))} of {STEPS}).",
         "The first row is plain sampling with that many steps: the same number of model evaluations.",
         "",
-        "Regenerate: `python -m taylorseer.sweep --out docs/DEFAULTS.md` "
+        "Regenerate: `python -m taylorseer.bench.defaults_sweep --out docs/DEFAULTS.md` "
         f"({seconds / 60:.0f} min on 2 cores).",
         "",
         "| configuration | " + " | ".join(names) + " | mean |",

@@ -1,6 +1,6 @@
 """Cache memory per granularity, on paper, from a dual-stream transformer's published config.
 
-    python -m taylorseer.memory --out docs/MEMORY.md
+    python -m taylorseer.bench.memory_table --out docs/MEMORY.md
 
 Factors are (order + 1) tensors per cached output. For a FLUX-style transformer (double blocks
 whose joint attention and MLPs produce image and text outputs; single blocks over the joined
@@ -70,9 +70,10 @@ def table(architectures: list[Architecture], orders: tuple[int, ...] = (1, 2)) -
         "# Cache memory per granularity (on paper)",
         "",
         "Bytes of TaylorSeer factors for one sample (guidance-distilled models: one branch), stored in",
-        "bfloat16, at full order, computed from the published configs with `taylorseer.memory` (the",
-        "formula is checked against the engine's measured `cache_bytes` in tests/test_memory.py).",
-        "Regenerate: `python -m taylorseer.memory --out docs/MEMORY.md`.",
+        "bfloat16, at full order, computed from the published configs with",
+        "`taylorseer.bench.memory_table` (the formula is checked against the engine's measured",
+        "`cache_bytes` in tests/test_memory.py).",
+        "Regenerate: `python -m taylorseer.bench.memory_table --out docs/MEMORY.md`.",
         "",
         "| model | order | module (the paper) | block | stack | model (our default) |",
         "|---|---:|---:|---:|---:|---:|",

@@ -1,47 +1,27 @@
-"""Scale-out on torch.distributed: data-parallel and CFG-parallel sampling, and diffusers' context
-(sequence) parallelism, each rank with its own TaylorSeer cache.
-
-Run under torchrun (`torchrun --nproc_per_node K -m taylorseer generate ...`); how the three
-kinds combine with the cache, and what they measured: docs/DISTRIBUTED.md. This module is the
-public face; the pieces live beside it:
-
-- `distributed_group`: the process group, `shard`, `gather`, `exchange`, `reduce_measures`;
-- `distributed_cfg`: `cfg_parallel_dit` / `cfg_parallel_flux`, the single-process samplers with
-  a guide that runs one guidance branch per rank;
-- `distributed_data`: `generate_data_parallel`, `taylorseer generate` on the bundled models;
-- `distributed_context`: `enable_context_parallel`, and `generate_context_parallel` for
-  `taylorseer generate --context-parallel` on a diffusers pipeline.
-"""
+"""Checks of the command line's options, made before any compute: each raises ValueError naming the
+bad value."""
 
 from __future__ import annotations
 
+import importlib
+import os
+from pathlib import Path
+
 import torch
 
-from taylorseer.distributed_cfg import cfg_parallel_dit, cfg_parallel_flux
-from taylorseer.distributed_context import (
-    CONTEXT_PARALLEL,
-    check_plan,
-    enable_context_parallel,
-    generate_context_parallel,
-)
-from taylorseer.distributed_data import CFG_PARALLEL_SAMPLERS, Layout, generate_data_parallel, layout
-from taylorseer.distributed_group import (
-    exchange,
-    gather,
-    init_from_env,
-    launched,
-    process_group,
-    reduce_measures,
-    shard,
-    world_size,
-)
+from taylorseer.distributed.context_parallel import CONTEXT_PARALLEL
+from taylorseer.distributed.group import launched, world_size
 
-__all__ = [
-    "CFG_PARALLEL_SAMPLERS", "CONTEXT_PARALLEL", "Layout", "cfg_parallel_dit", "cfg_parallel_flux",
-    "check_launch", "check_plan", "enable_context_parallel", "exchange", "gather",
-    "generate_context_parallel", "generate_data_parallel", "init_from_env", "launched", "layout",
-    "process_group", "reduce_measures", "shard", "world_size",
-]  # fmt: skip
+
+def check_writable(path: Path) -> None:
+    """Fail before any compute when `path` cannot be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ValueError(f"--output {str(path)!r} is a directory; give a .png file path")
+    if not folder.is_dir():
+        raise ValueError(f"--output {str(path)!r}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--output {str(path)!r}: the folder {str(folder)!r} is not writable")
 
 
 def check_launch(
@@ -87,4 +67,29 @@ def check_launch(
         raise ValueError(
             f"{flag} needs an attention that returns its log-sum-exp (cuDNN, flash, sage: GPU only); "
             "diffusers' CPU attention does not. On CPU use --context-parallel ulysses"
+        )
+
+
+def check_plan(model: str | Path) -> None:
+    """ValueError when the diffusers pipeline `model` has no transformer, or one for which
+    diffusers has no context-parallel plan, read from its model_index.json before loading
+    anything. A pipeline whose index cannot be read here is left for loading to report."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(str(model))
+    except OSError:
+        return
+    library, name = index.get("transformer") or (None, None)
+    if name is None:
+        raise ValueError(f"--model {str(model)!r}: a {index.get('_class_name')} has no transformer to split")
+    try:
+        transformer_class = getattr(importlib.import_module(library), name)
+    except (ImportError, AttributeError, TypeError):
+        return
+    if getattr(transformer_class, "_cp_plan", None) is None:
+        raise ValueError(
+            f"--model {str(model)!r}: diffusers has no context-parallel plan (_cp_plan) for its "
+            f"transformer, {name}; run it without --context-parallel (docs/DISTRIBUTED.md lists the "
+            "transformers that have one)"
         )

@@ -1,11 +1,10 @@
 """Context (sequence) parallelism: diffusers' own, under a per-rank TaylorSeer cache, from Python
 (`enable_context_parallel`) or from `taylorseer generate --context-parallel ulysses|ring` on a
-diffusers pipeline (`generate_context_parallel`). Public through `taylorseer.distributed`.
+diffusers pipeline (`generate_context_parallel`).
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +12,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from taylorseer.distributed_group import reduce_measures
+from taylorseer.distributed.group import reduce_measures
 
 if TYPE_CHECKING:
+    from taylorseer.cli.generate import Result
     from taylorseer.config import TaylorSeerConfig
-    from taylorseer.generate import Result
 
 CONTEXT_PARALLEL = ("ulysses", "ring")  # the kinds `generate --context-parallel` takes
 RING_ATTENTION = "_native_cudnn"  # torch's cuDNN attention: returns the log-sum-exp ring merges with
@@ -38,11 +37,11 @@ def enable_context_parallel(
     from diffusers.hooks.context_parallel import apply_context_parallel
     from torch.distributed.device_mesh import init_device_mesh
 
-    from taylorseer import hooks
+    from taylorseer.wiring.forwards import is_wrapped
 
     if getattr(model, "_cp_plan", None) is None:
         raise ValueError(f"diffusers has no context-parallel plan (_cp_plan) for {type(model).__name__}")
-    if any(hooks.is_wrapped(module) for module in model.modules()):
+    if any(is_wrapped(module) for module in model.modules()):
         raise RuntimeError("enable context parallelism before apply_taylorseer, not after")
     world = dist.get_world_size()
     config = ContextParallelConfig(
@@ -63,34 +62,9 @@ def enable_context_parallel(
     apply_context_parallel(model, config, model._cp_plan)
 
 
-def check_plan(model: str | Path) -> None:
-    """ValueError when the diffusers pipeline `model` has no transformer, or one for which
-    diffusers has no context-parallel plan, read from its model_index.json before loading
-    anything. A pipeline whose index cannot be read here is left for loading to report."""
-    from diffusers import DiffusionPipeline
-
-    try:
-        index = DiffusionPipeline.load_config(str(model))
-    except OSError:
-        return
-    library, name = index.get("transformer") or (None, None)
-    if name is None:
-        raise ValueError(f"--model {str(model)!r}: a {index.get('_class_name')} has no transformer to split")
-    try:
-        transformer_class = getattr(importlib.import_module(library), name)
-    except (ImportError, AttributeError, TypeError):
-        return
-    if getattr(transformer_class, "_cp_plan", None) is None:
-        raise ValueError(
-            f"--model {str(model)!r}: diffusers has no context-parallel plan (_cp_plan) for its "
-            f"transformer, {name}; run it without --context-parallel (docs/DISTRIBUTED.md lists the "
-            "transformers that have one)"
-        )
-
-
 def _report(result: Result) -> Result:
     """`result` of this rank with the seconds, FLOPs and full steps of all ranks (reduce_measures)."""
-    from taylorseer.generate import Result
+    from taylorseer.cli.generate import Result
 
     return Result(result.images, *reduce_measures(result.seconds, result.flops, result.full_steps or 0))
 
@@ -113,7 +87,7 @@ def generate_context_parallel(
     seconds and all ranks' FLOPs (the text encoders and the VAE run on every rank); rank 0 alone
     writes `video`. None on the other ranks.
     """
-    from taylorseer.generate import run_pipeline
+    from taylorseer.cli.generate import run_pipeline
 
     if kind not in CONTEXT_PARALLEL:
         raise ValueError(f"unknown context parallelism {kind!r}; expected one of {CONTEXT_PARALLEL}")

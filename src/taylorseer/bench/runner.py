@@ -8,11 +8,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from taylorseer import bench, bench_report
-from taylorseer.bench import Method, Row, Subject
-from taylorseer.calibrate import spread, with_full_steps
+from taylorseer.bench import harness, report
+from taylorseer.bench.harness import Method, Row, Subject
+from taylorseer.calibrate import calibrated_config, spread, with_full_steps
 from taylorseer.config import TaylorSeerConfig
-from taylorseer.models.bundled import calibrated_config
 
 # The modules our granularity "module" caches, as regexes for diffusers' TaylorSeerCache.
 SAME_MODULES = {
@@ -32,7 +31,7 @@ def peer_methods(family: str, default: TaylorSeerConfig) -> list[Method]:
     try:
         import torch
 
-        from taylorseer import peers
+        from taylorseer.bench import peers
     except ImportError as error:
         print(f"peers skipped: {error}")
         return []
@@ -46,10 +45,12 @@ def peer_methods(family: str, default: TaylorSeerConfig) -> list[Method]:
             "diffusers TaylorSeerCache (our modules, schedule)", "peer",
             peer=lambda t: peers.apply_diffusers_taylorseer(t, **ours, **SAME_MODULES[family]),
         ),
-        Method("cache-dit DBCache", "peer", peer=lambda t: peers.apply_cache_dit(t, "dbcache", bench.STEPS)),
+        Method(
+            "cache-dit DBCache", "peer", peer=lambda t: peers.apply_cache_dit(t, "dbcache", harness.STEPS)
+        ),
         Method(
             "cache-dit DBCache + TaylorSeer", "peer",
-            peer=lambda t: peers.apply_cache_dit(t, "dbcache+taylorseer", bench.STEPS, order=default.order),
+            peer=lambda t: peers.apply_cache_dit(t, "dbcache+taylorseer", harness.STEPS, order=default.order),
         ),
     ]  # fmt: skip
 
@@ -60,10 +61,10 @@ LATENCY_ROWS = ("full compute", "TaylorSeer official preset", "ours: default", "
 
 def methods_for(subject: Subject, default: TaylorSeerConfig, with_peers: bool) -> list[Method]:
     if subject.name == "flux-large":
-        methods = bench.our_methods(subject.family, default)
+        methods = harness.our_methods(subject.family, default)
         methods = [m for m in methods if m.label in LATENCY_ROWS or m.kind == "fewer-steps"]
     else:
-        methods = bench.our_methods(subject.family, default, calibrated_config(subject.name))
+        methods = harness.our_methods(subject.family, default, calibrated_config(subject.name))
     return methods + (peer_methods(subject.family, default) if with_peers else [])
 
 
@@ -75,17 +76,17 @@ def at_equal_full_steps(default: TaylorSeerConfig) -> Callable[[list[Row]], list
         methods: dict[str, Method] = {}
         for row in rows:
             count = row.full_steps
-            if count is None or count >= bench.STEPS:
+            if count is None or count >= harness.STEPS:
                 continue
             if row.method.startswith("ours: adaptive"):
                 label = f"ours: even placement, {count} full steps"
-                steps = spread(bench.STEPS, count, min(default.effective_warmup, count))
+                steps = spread(harness.STEPS, count, min(default.effective_warmup, count))
             elif row.kind == "peer":
                 label = f"ours: late-dense placement, {count} full steps"
-                steps = spread(bench.STEPS, count, min(2, count), density=1.5)
+                steps = spread(harness.STEPS, count, min(2, count), density=1.5)
             else:
                 continue
-            config = with_full_steps(default, steps, bench.STEPS)
+            config = with_full_steps(default, steps, harness.STEPS)
             methods.setdefault(label, Method(label, "ours", config=config))
         return list(methods.values())
 
@@ -94,8 +95,8 @@ def at_equal_full_steps(default: TaylorSeerConfig) -> Callable[[list[Row]], list
 
 def write(out: Path, results: dict[str, list[Row]], settings: dict, seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    bench_report.save_json(out / "bench.json", results, settings)
-    bench_report.pareto_plot(out / "pareto.png", results)
+    report.save_json(out / "bench.json", results, settings)
+    report.pareto_plot(out / "pareto.png", results)
     command = settings["command"]
     parts = [
         "# Benchmark results",
@@ -104,30 +105,30 @@ def write(out: Path, results: dict[str, list[Row]], settings: dict, seconds: flo
         "",
     ]
     for name, rows in results.items():
-        parts += [f"## {name}", "", bench_report.markdown_table(rows), ""]
-    parts += ["## Targets", ""] + [f"- {line}" for line in bench_report.targets(results)]
+        parts += [f"## {name}", "", report.markdown_table(rows), ""]
+    parts += ["## Targets", ""] + [f"- {line}" for line in report.targets(results)]
     parts += ["", "Why a target is missed, as far as we can tell: the README's Results, docs/SCHEDULES.md."]
     parts += ["", "![PSNR vs latency speedup](pareto.png)", ""]
     (out / "RESULTS.md").write_text("\n".join(parts))
 
 
 def main(args: argparse.Namespace) -> int:
-    from taylorseer import bench_subjects
+    from taylorseer.bench import subjects
 
     start = time.perf_counter()
     default = TaylorSeerConfig()
     results: dict[str, list[Row]] = {}
     for name in args.models:
         if name == "flux-large":
-            subject = bench_subjects.large_flux_subject(seed=args.seed)
+            subject = subjects.large_flux_subject(seed=args.seed)
         else:
-            subject = bench_subjects.bundled_subject(name, args.samples, args.seed, args.scorer)
+            subject = subjects.bundled_subject(name, args.samples, args.seed, args.scorer)
         follow_ups = None if name == "flux-large" else at_equal_full_steps(default)
         methods = methods_for(subject, default, not args.no_peers)
-        results[name] = bench.run(subject, methods, args.repeats, follow_ups=follow_ups)
+        results[name] = methods.run(subject, methods, args.repeats, follow_ups=follow_ups)
     settings = dict(
         command=" ".join(["taylorseer bench", *args.argv]), samples=args.samples, seed=args.seed,
-        repeats=args.repeats, steps=bench.STEPS, default=default.to_dict(),
+        repeats=args.repeats, steps=harness.STEPS, default=default.to_dict(),
     )  # fmt: skip
     write(args.out, results, settings, time.perf_counter() - start)
     print(f"wrote {args.out / 'RESULTS.md'}, bench.json, pareto.png")
@@ -138,21 +139,21 @@ def sweep(args: argparse.Namespace) -> int:
     """The paper-style table on the bundled DiT: intervals 3-8 x orders 0-4 of the official preset."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from taylorseer import bench_subjects
     from taylorseer.api import apply_taylorseer
+    from taylorseer.bench import subjects
 
     start = time.perf_counter()
-    subject = bench_subjects.bundled_subject("dit-digits", args.samples, args.seed)
+    subject = subjects.bundled_subject("dit-digits", args.samples, args.seed)
 
     def measured(config: TaylorSeerConfig | None) -> tuple[float, dict[str, float]]:
         with FlopCounterMode(display=False) as counter:
             if config is None:
-                images = subject.sample(bench.STEPS)
+                images = subject.sample(harness.STEPS)
             else:
                 with apply_taylorseer(
-                    subject.transformer, dataclasses.replace(config, num_steps=bench.STEPS)
+                    subject.transformer, dataclasses.replace(config, num_steps=harness.STEPS)
                 ):
-                    images = subject.sample(bench.STEPS)
+                    images = subject.sample(harness.STEPS)
         return counter.get_total_flops(), subject.scorer(images)
 
     base_flops, base = measured(None)

@@ -1,0 +1,52 @@
+"""What `apply_taylorseer` caches in a diffusers pipeline: its denoisers, on its scheduler's clock."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from torch import nn
+
+from taylorseer.core.clock import SchedulerClock, TimestepClock
+from taylorseer.wiring.forwards import Undo, is_wrapped
+from taylorseer.wiring.scheduler_hook import drives_a_clock, hook_scheduler
+
+# The denoisers a pipeline may call, in the order it calls them (Wan 2.2: two experts, the
+# high-noise `transformer` first, then `transformer_2`).
+DENOISERS = ("transformer", "transformer_2")
+
+
+def is_pipeline(target: Any) -> bool:
+    """A diffusers DiffusionPipeline, or anything with its `components` dict (duck-typed: no import)."""
+    return not isinstance(target, nn.Module) and isinstance(getattr(target, "components", None), dict)
+
+
+def denoisers(pipe: Any) -> list[nn.Module]:
+    """The transformers the pipeline denoises with; ValueError when it has none."""
+    components = pipe.components
+    found = [components[name] for name in DENOISERS if isinstance(components.get(name), nn.Module)]
+    if not found:
+        raise ValueError(
+            f"{type(pipe).__name__} has no transformer to cache: looked for the components {DENOISERS}, "
+            f"it has {sorted(name for name, value in components.items() if value is not None)}"
+        )
+    return found
+
+
+def pipeline_clock(pipe: Any) -> tuple[SchedulerClock | TimestepClock, list[Undo]]:
+    """The clock the pipeline's denoisers share: its scheduler's, or (with a warning) the timestep
+    clock when the scheduler lacks `set_timesteps` / `step`."""
+    scheduler = pipe.components.get("scheduler")
+    if not drives_a_clock(scheduler):
+        warnings.warn(
+            f"{type(pipe).__name__}'s scheduler {type(scheduler).__name__} has no set_timesteps/step: "
+            "TaylorSeer reads the steps from the timestep values instead (repeated values are taken "
+            "for guidance branches)",
+            stacklevel=3,
+        )
+        return TimestepClock(), []
+    if is_wrapped(scheduler, "step"):
+        raise RuntimeError(
+            f"TaylorSeer is already applied to this {type(pipe).__name__}: remove() its handle first"
+        )
+    return hook_scheduler(scheduler)

@@ -1,0 +1,128 @@
+"""Unit tests of the per-call decision (`Runtime`), without any model."""
+
+import math
+
+import pytest
+import torch
+
+from taylorseer import TaylorSeerConfig
+from taylorseer.runtime.calls import Runtime, forecast_verdict
+
+pytestmark = pytest.mark.unit
+
+SIGNATURE = (("x", (1, 4), torch.float32, torch.device("cpu")),)
+
+
+def call(runtime: Runtime, timestep: float, signature=SIGNATURE, succeeded: bool = True):
+    """One complete call; returns its context."""
+    context = runtime.begin(timestep, signature)
+    if context.full:
+        runtime.features[0].record(context.branch, torch.full((4,), timestep), context.x, context.order)
+    runtime.end(succeeded)
+    return context
+
+
+def with_feature(config: TaylorSeerConfig) -> Runtime:
+    runtime = Runtime(config)
+    runtime.new_feature("unit")
+    return runtime
+
+
+def test_the_schedule_decides_full_and_forecast_calls_per_step():
+    runtime = with_feature(TaylorSeerConfig(interval=3, order=1))
+    full = [call(runtime, t).full for t in range(20, 12, -1)]
+    assert full == [True, True, False, False, True, False, False, True]  # warm-up 2, then every 3rd
+    stats = runtime.stats
+    assert (stats["full_steps"], stats["forecast_steps"], stats["steps"]) == (4, 4, 8)
+    assert (stats["full_calls"], stats["forecast_calls"]) == (4, 4)
+
+
+def test_cfg_branches_are_counted_once_per_step_and_forecast_alike():
+    runtime = with_feature(TaylorSeerConfig(interval=2, order=0, warmup=1))
+    contexts = [call(runtime, t) for t in (9, 9, 8, 8, 7, 7)]
+    assert [(c.step, c.branch, c.full) for c in contexts] == [
+        (0, 0, True), (0, 1, True), (1, 0, False), (1, 1, False), (2, 0, True), (2, 1, True),
+    ]  # fmt: skip
+    assert (runtime.stats["full_steps"], runtime.stats["full_calls"]) == (2, 4)
+
+
+def test_new_input_shapes_run_in_full_and_drop_that_branch_only():
+    runtime = with_feature(TaylorSeerConfig(interval=5, order=0, warmup=1))
+    call(runtime, 9)
+    call(runtime, 9)  # branch 1
+    other = (("x", (2, 4), torch.float32, torch.device("cpu")),)
+    assert call(runtime, 8, other).full  # scheduled forecast, but the inputs changed
+    assert not call(runtime, 8).full  # branch 1 is untouched and still ready
+    assert not call(runtime, 7, other).full  # branch 0 is ready for the new shapes now
+
+
+def test_a_failed_call_resets_the_run():
+    runtime = with_feature(TaylorSeerConfig(interval=5, order=0, warmup=1))
+    call(runtime, 9)
+    call(runtime, 8, succeeded=False)
+    assert runtime.stats["steps"] == 0 and not runtime.features[0].has(0)
+    assert call(runtime, 7).full  # nothing is ready: the next call runs in full
+
+
+def test_a_forecast_that_is_not_finite_turns_full_and_is_counted():
+    runtime = with_feature(TaylorSeerConfig(interval=5, order=0, warmup=1))
+    call(runtime, 9)
+    context = runtime.begin(8, SIGNATURE)
+    assert not context.full
+    assert not runtime.accept_forecast(context, (torch.tensor([1.0, math.inf]),), run_model=None)
+    assert context.full
+    runtime.end(True)
+    stats = runtime.stats
+    assert (stats["nonfinite_fallbacks"], stats["full_steps"], stats["forecast_steps"]) == (1, 2, 0)
+
+
+class FixedProbe:
+    def __init__(self, distance: float) -> None:
+        self.value = torch.tensor(distance)
+
+    def distance(self, context, run_model):
+        return self.value
+
+
+@pytest.mark.parametrize(("distance", "accepted"), [(0.05, True), (0.2, False)])
+def test_the_probe_distance_against_the_error_budget_decides(distance, accepted):
+    config = TaylorSeerConfig(schedule="adaptive", interval=4, order=0, warmup=1, error_budget=0.1)
+    runtime = with_feature(config)
+    runtime.probe = FixedProbe(distance)
+    call(runtime, 9)
+    context = runtime.begin(8, SIGNATURE)
+    assert runtime.accept_forecast(context, torch.ones(2), run_model=None) is accepted
+    runtime.end(True)
+    assert runtime.stats["probe_refreshes"] == (0 if accepted else 1)
+
+
+def test_adaptive_runs_in_full_after_interval_minus_one_forecasts_in_a_row():
+    runtime = with_feature(TaylorSeerConfig(schedule="adaptive", interval=3, order=0, warmup=1))
+    assert [call(runtime, t).full for t in range(9, 2, -1)] == [True, False, False, True, False, False, True]
+
+
+def test_a_step_past_num_steps_and_reentrant_calls_raise():
+    runtime = with_feature(TaylorSeerConfig(num_steps=2))
+    call(runtime, 9)
+    call(runtime, 8)
+    with pytest.raises(ValueError, match="sampling step 2 is past num_steps=2"):
+        runtime.begin(7, SIGNATURE)
+    runtime = with_feature(TaylorSeerConfig())
+    runtime.begin(9, SIGNATURE)
+    with pytest.raises(RuntimeError, match="re-entrantly"):
+        runtime.begin(9, SIGNATURE)
+
+
+def test_official_quirk_stores_order_zero_before_the_end_of_warm_up():
+    runtime = with_feature(TaylorSeerConfig.official(interval=4, order=2, first_enhance=3))
+    orders = [runtime.begin(t, SIGNATURE).order for t in (9,)]
+    runtime.end(True)
+    orders += [call(runtime, t).order for t in (8, 7, 6)]
+    assert orders == [0, 0, 2, 2]
+
+
+def test_verdict_is_one_scalar_nan_when_not_finite():
+    assert forecast_verdict(torch.ones(3), None) == 0.0
+    assert math.isnan(forecast_verdict([torch.ones(3), torch.tensor([math.nan])], None))
+    assert forecast_verdict(torch.ones(3), torch.tensor(0.25)) == 0.25
+    assert math.isnan(forecast_verdict(torch.tensor([math.inf]), torch.tensor(0.25)))
