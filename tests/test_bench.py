@@ -1,7 +1,8 @@
-"""Smoke test of the benchmark harness on a tiny random DiT (the real runs are in docs/RESULTS.md)."""
+"""The benchmark harness on a tiny random DiT, and its report (the real runs are in docs/RESULTS.md)."""
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ def tiny_subject() -> harness.Subject:
     return harness.Subject("tiny-dit", "dit", model, run)
 
 
-def test_bench_rows_reports_and_targets(tmp_path):
+def test_bench_rows_reports_and_comparisons(tmp_path):
     subject = tiny_subject()
     calibrated = with_full_steps(TaylorSeerConfig(), [0, 1, 9, 17, 24, 31, 36, 40, 44, 47, 48, 49], 50)
     methods = harness.our_methods("dit", calibrated=calibrated)
@@ -57,11 +58,46 @@ def test_bench_rows_reports_and_targets(tmp_path):
         json.loads((tmp_path / "bench.json").read_text())["models"]["tiny-dit"][0]["method"] == "full compute"
     )
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    targets = report.targets(results)
-    assert any("fewer steps" in line and "target +3 dB" in line for line in targets)
-    assert any(line.startswith("tiny-dit: lean cache") and "target within 3 dB" in line for line in targets)
-    assert any(line.startswith("tiny-dit: calibrated schedule") and "+2 dB" in line for line in targets)
-    assert sum("adaptive" in line and "the paper's placement" in line for line in targets) == 3
+    assert "## Comparisons" in table and not re.search(r"\b(targets?|met|missed)\b", table, re.IGNORECASE)
+    comparisons = report.comparisons(results)
+    margin = ours.metrics["psnr"] - fewer.metrics["psnr"]
+    assert any("as many model evaluations" in line and f"{margin:+.2f} dB" in line for line in comparisons)
+    assert any(line.startswith("tiny-dit: lean cache") for line in comparisons)
+    assert any(line.startswith("tiny-dit: calibrated schedule") for line in comparisons)
+    assert sum("adaptive" in line and "a fixed placement" in line for line in comparisons) == 3
+
+
+def _row(method: str, kind: str, flops: int, psnr: float, fid: float, noise: float) -> harness.Row:
+    metrics = dict(psnr=psnr, fid_proxy=fid, fid_proxy_noise=noise)
+    return harness.Row(method, kind, 10, flops, 1.0, None, None, metrics)
+
+
+@pytest.mark.parametrize(("spread", "separates"), [(0.5, False), (3.0, True)])
+def test_the_report_says_whether_the_fid_proxy_separates_the_methods(spread, separates, tmp_path):
+    rows = [
+        _row("full compute", "full", 100, math.inf, 20.0, 0.4),
+        _row("ours: default", "ours", 25, 40.0, 20.0 - spread, 0.4),
+    ]
+    (line,) = report.fid_note({"m": rows}, samples=100)
+    assert f"from {20 - spread:.2f} to 20.00" in line and "+-0.40" in line
+    assert ("does not separate them" in line) is not separates
+    runner.write(tmp_path, {"m": rows}, {"command": "c", "samples": 100}, seconds=1.0)
+    assert "## FID-proxy" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_too_few_samples_for_the_fid_proxy_leave_its_column_out(tmp_path):
+    from taylorseer.bench import subjects
+
+    few = subjects.bundled_subject("dit-digits", subjects.FID_MIN_SAMPLES - 1, seed=0)
+    images = torch.rand(subjects.FID_MIN_SAMPLES - 1, 1, 16, 16) * 2 - 1
+    assert set(few.scorer(images)) == {"accuracy"}
+    enough = subjects.bundled_subject("dit-digits", subjects.FID_MIN_SAMPLES, seed=0)
+    scores = enough.scorer(torch.rand(subjects.FID_MIN_SAMPLES, 1, 16, 16) * 2 - 1)
+    assert scores["fid_proxy"] > 0 and scores["fid_proxy_noise"] > 0
+    rows = [harness.Row("full compute", "full", 50, 100, 1.0, None, None, dict(psnr=math.inf, accuracy=1.0))]
+    runner.write(tmp_path, {"m": rows}, {"command": "c", "samples": 3}, seconds=1.0)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "FID-proxy |" not in text and f"needs {subjects.FID_MIN_SAMPLES} samples or more" in text
 
 
 def test_peer_rows_run_through_the_same_harness():
@@ -81,7 +117,7 @@ def test_peer_rows_run_through_the_same_harness():
         if row.full_steps < 50:
             mine = by_label[f"ours: late-dense placement, {row.full_steps} full steps"]
             assert mine.full_steps == row.full_steps
-    assert any("ours (late-dense placement)" in line for line in report.targets({"tiny-dit": rows}))
+    assert any("ours (late-dense placement)" in line for line in report.comparisons({"tiny-dit": rows}))
     rows = [rows[0], *peers]
     same = by_label["diffusers TaylorSeerCache (our modules, schedule)"]
     assert same.full_steps is not None and 1 < same.full_steps < 50  # counted per model call

@@ -4,10 +4,39 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from taylorseer.config import TaylorSeerConfig
+from taylorseer.cli import calibration
+from taylorseer.config import SCHEDULES, TaylorSeerConfig
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that prints (usage, errors, help) on rank 0 only under torchrun: every
+    rank still exits, with status 2 on a bad argument."""
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        from taylorseer.cli.checks import rank_zero
+
+        if rank_zero():
+            super()._print_message(message, file)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default, except where there is none (None, or a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    try:
+        return version("taylorseer")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown (not installed)"
 
 
 def _classes(text: str) -> list[int]:
@@ -39,39 +68,53 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taylorseer", description="Faster diffusion transformers.")
+    parser = _Parser(prog="taylorseer", description="Faster diffusion transformers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser(
         "generate",
         help="sample with full compute and with TaylorSeer from the same seeds; write both side by side",
-        description="Sample the same seeds with full compute and with TaylorSeer; write one PNG with "
-        "both grids and print latencies, speedup, FLOPs ratio and PSNR. Runs offline on the "
-        "bundled model by default.",
+        description="Sample the same seeds with full compute and with TaylorSeer; write one figure with "
+        "both and their amplified difference, and print the latencies (median of timed runs after a "
+        "warm-up), the speedups, the FLOPs ratio and the PSNR. Runs offline on the bundled model by "
+        "default.",
+        formatter_class=_HelpFormatter,
     )
     generate.add_argument(
-        "--model", default="dit-digits", help="bundled model (dit-digits, flux-digits), or a diffusers "
-        "pipeline folder or hub id whose weights are available locally (default: dit-digits)",
+        "--model", default="dit-digits", help=f"a bundled model ({', '.join(_bundled())}), or a diffusers "
+        "pipeline: a local folder, or a hub id (org/name) whose weights are available",
     )  # fmt: skip
-    generate.add_argument("--steps", type=_positive, default=50, help="sampling steps (default 50)")
+    generate.add_argument("--steps", type=_positive, default=50, help="sampling steps")
     defaults = TaylorSeerConfig()
     generate.add_argument(
-        "--interval", type=_positive, help=f"full step every N (default {defaults.interval})"
+        "--interval", type=_positive, help=f"a full step every N steps (default: {defaults.interval})"
     )
-    generate.add_argument("--order", type=int, help=f"expansion order, 0 = reuse (default {defaults.order})")
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--classes", type=_classes, default=list(range(10)), help="digits, e.g. 0,3,7")
-    generate.add_argument("--prompt", default="a photo of a cat", help="prompt, for diffusers pipelines")
-    generate.add_argument("--output", type=Path, default=Path("taylorseer.png"), help="PNG to write")
+    generate.add_argument(
+        "--order", type=int, help=f"expansion order, 0 = reuse the last full step (default: {defaults.order})"
+    )
+    generate.add_argument("--seed", type=int, default=0, help="seed of the first sample")
+    generate.add_argument(
+        "--classes", type=_classes, help="bundled models: the digits to draw, e.g. 0,3,7 (default: 0-9)"
+    )
+    generate.add_argument(
+        "--prompt", help=f"diffusers pipelines: the prompt (default: {_pipeline_prompt()!r})"
+    )
+    generate.add_argument(
+        "--output", type=Path, default=Path("taylorseer.png"), help="the figure to write; its extension "
+        "gives the format (.png, .jpg, .pdf, .svg, ...); a video pipeline also writes a .mp4 next to it",
+    )  # fmt: skip
+    generate.add_argument("--repeats", type=_positive, default=3, help="timed runs per way of sampling")
     generate.add_argument("--no-cache", action="store_true", help="full compute only")
     generate.add_argument("--config", type=Path, help="a TaylorSeerConfig JSON (e.g. from calibrate)")
     generate.add_argument(
-        "--schedule", choices=("fixed", "calibrated", "adaptive"), default="fixed",
-        help="fixed: a full step every --interval; calibrated: the bundled model's calibrated schedule; "
-        "adaptive: a probe block decides (at most --interval - 1 forecasts in a row; try --order 1)",
+        "--schedule", choices=SCHEDULES, default=defaults.schedule,
+        help="where the full steps go (docs/SCHEDULES.md); calibrated: the bundled model's calibrated "
+        "schedule; adaptive: a probe block decides (at most --interval - 1 forecasts in a row; try "
+        "--order 1)",
     )  # fmt: skip
-    generate.add_argument("--height", type=_positive, help="image/video height, for diffusers pipelines")
-    generate.add_argument("--width", type=_positive, help="image/video width, for diffusers pipelines")
-    generate.add_argument("--frames", type=_positive, help="video frames, for video pipelines")
+    generate.add_argument("--height", type=_positive, help="diffusers pipelines: image/video height")
+    generate.add_argument("--width", type=_positive, help="diffusers pipelines: image/video width")
+    generate.add_argument("--frames", type=_positive, help="video pipelines: frames")
     generate.add_argument(
         "--cfg-parallel", action="store_true", help="under torchrun (an even number of ranks): each "
         "pair of ranks runs the two guidance branches, one each (bundled models)",
@@ -87,12 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Full compute, our configurations, plain reuse, fewer steps at equal model "
         "evaluations and the peers (diffusers TaylorSeerCache, cache-dit), on the same seeds: "
         "FLOPs, latency, memory and fidelity. Writes RESULTS.md, bench.json and pareto.png.",
+        formatter_class=_HelpFormatter,
     )
-    bench.add_argument("--models", type=_models, default=list(BENCH_MODELS), help="comma-separated")
-    bench.add_argument("--samples", type=_positive, default=100, help="images per bundled model")
+    bench.add_argument(
+        "--models", type=_models, default=",".join(BENCH_MODELS), help="comma-separated, some of these"
+    )
+    bench.add_argument(
+        "--samples", type=_positive, default=100, help="images per bundled model (the FID-proxy needs "
+        f"{_fid_samples()} or more; with fewer it is left out)",
+    )  # fmt: skip
     bench.add_argument("--repeats", type=_positive, default=3, help="timed runs per method (median)")
-    bench.add_argument("--seed", type=int, default=1000)
-    bench.add_argument("--out", type=Path, default=Path("docs"), help="output folder")
+    bench.add_argument("--seed", type=int, default=1000, help="seed of the first sample")
+    bench.add_argument(
+        "--out", type=Path, help="a new (or empty) folder for the results (default: bench-<date>-<time> "
+        "in the current folder)",
+    )  # fmt: skip
     bench.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
     bench.add_argument(
         "--scorer", type=_model_folder, help="a local CLIP model folder (save_pretrained): adds a CLIP "
@@ -100,26 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     bench.add_argument("--sweep", action="store_true", help="intervals 3-8 x orders 0-4 on dit-digits")
 
-    calibrate = commands.add_parser(
-        "calibrate",
-        help="search where a budget of full steps should go, on a few samples; write a JSON config",
-        description="Search the placement of --budget full steps that brings cached samples closest to "
-        "full compute on calibration seeds; report the PSNR on those and on held-out seeds; write the "
-        "TaylorSeerConfig as JSON (load it with TaylorSeerConfig.from_json or generate --config).",
-    )
-    calibrate.add_argument("--model", choices=("dit-digits", "flux-digits"), default="dit-digits")
-    calibrate.add_argument("--steps", type=_positive, default=50)
-    calibrate.add_argument("--budget", type=_positive, default=12, help="full steps to place")
-    calibrate.add_argument("--order", type=int, default=defaults.order)
-    calibrate.add_argument("--granularity", default=defaults.granularity)
-    calibrate.add_argument("--samples", type=_positive, default=10, help="calibration samples")
-    calibrate.add_argument("--seed", type=int, default=0, help="seed of the calibration samples")
-    calibrate.add_argument("--held-out-seed", type=int, default=5000, help="seed of the evaluation samples")
-    calibrate.add_argument("--output", type=Path, default=Path("schedule.json"))
+    calibration.add_command(commands)
     return parser
 
 
-BENCH_MODELS = ("dit-digits", "flux-digits", "flux-large")
+BENCH_MODELS = ("dit-digits", "flux-digits", "flux-heldout", "flux-large")
 
 
 def _models(text: str) -> list[str]:
@@ -128,6 +165,24 @@ def _models(text: str) -> list[str]:
     if not models or unknown:
         raise argparse.ArgumentTypeError(f"--models takes some of {', '.join(BENCH_MODELS)}; got {text!r}")
     return models
+
+
+def _bundled() -> list[str]:
+    from taylorseer.models.bundled import BUNDLED_MODELS
+
+    return list(BUNDLED_MODELS)
+
+
+def _pipeline_prompt() -> str:
+    from taylorseer.cli.generate import PIPELINE_PROMPT
+
+    return PIPELINE_PROMPT
+
+
+def _fid_samples() -> int:
+    from taylorseer.bench.subjects import FID_MIN_SAMPLES
+
+    return FID_MIN_SAMPLES
 
 
 def _sample(args: argparse.Namespace, config: TaylorSeerConfig | None, bundled: bool) -> Any:
@@ -143,89 +198,75 @@ def _sample(args: argparse.Namespace, config: TaylorSeerConfig | None, bundled: 
         with distributed.process_group():
             return distributed.generate_context_parallel(
                 args.model, args.context_parallel, config, args.steps, args.prompt, args.seed, video,
-                **call_kwargs,
+                repeats=args.repeats, **call_kwargs,
             )  # fmt: skip
+    classes = list(range(10)) if args.classes is None else args.classes
     if bundled and (distributed.launched() or args.cfg_parallel):
         with distributed.process_group():
             return distributed.generate_data_parallel(
-                args.model, config, args.steps, args.classes, args.seed, args.cfg_parallel
+                args.model, config, args.steps, classes, args.seed, args.cfg_parallel, repeats=args.repeats
             )
     if bundled:
-        return generate.run_bundled(args.model, config, args.steps, args.classes, args.seed)
-    return generate.run_pipeline(args.model, config, args.steps, args.prompt, args.seed, video, **call_kwargs)
+        return generate.run_bundled(args.model, config, args.steps, classes, args.seed, args.repeats)
+    return generate.run_pipeline(
+        args.model, config, args.steps, args.prompt, args.seed, video, repeats=args.repeats, **call_kwargs
+    )
+
+
+def _describe(config: TaylorSeerConfig) -> str:
+    if config.schedule == "calibrated":
+        return f"calibrated schedule, {len(config.full_steps)} full steps, order {config.order}"
+    return f"{config.schedule} schedule, interval {config.interval}, order {config.order}"
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from taylorseer.calibrate import calibrated_config
     from taylorseer.cli import checks, figure
-    from taylorseer.models.bundled import BUNDLED_MODELS
 
     try:
-        if args.no_cache:
-            config = None
-        elif args.config is not None or args.schedule == "calibrated":
-            given = [f"--{name}" for name in ("interval", "order") if getattr(args, name) is not None]
-            if given:
-                source = "--config" if args.config else "--schedule calibrated"
-                raise ValueError(
-                    f"{' and '.join(given)} cannot be combined with {source}: the config sets them"
-                )
-            config = TaylorSeerConfig.from_json(args.config) if args.config else calibrated_config(args.model)
-        else:
-            defaults = TaylorSeerConfig()
-            interval = defaults.interval if args.interval is None else args.interval
-            order = defaults.order if args.order is None else args.order
-            config = TaylorSeerConfig(interval=interval, order=order, schedule=args.schedule)
-        if config is not None and config.num_steps not in (None, args.steps):
-            raise ValueError(f"the config is for num_steps={config.num_steps}, got --steps {args.steps}")
-        checks.check_writable(args.output)
-        bundled = args.model in BUNDLED_MODELS
-        checks.check_launch(args.model, bundled, args.cfg_parallel, args.context_parallel)
-        if args.context_parallel:
-            checks.check_plan(args.model)
+        bundled = checks.check_generate(args)
+        config = checks.generate_config(args)
     except ValueError as error:
         parser.error(str(error))
     outcome = _sample(args, config, bundled)
     if outcome is None:
         return 0  # not rank 0: rank 0 writes the output
     full, cached, columns = outcome
-    panels = [(f"full compute: {full.seconds:.2f} s", full.images)]
+    panels = [("full compute", full.images)]
     title = f"{args.model}, {args.steps} steps, seed {args.seed}"
     if cached is not None:
-        which = f"{config.schedule}, interval {config.interval}, order {config.order}"
-        if config.schedule == "calibrated":
-            which = f"calibrated, {len(config.full_steps)} full steps, order {config.order}"
-        label = f"TaylorSeer ({which}): {cached.seconds:.2f} s, {full.seconds / cached.seconds:.2f}x faster"
-        panels.append((label, cached.images))
+        panels.append(("TaylorSeer", cached.images))
+        title += f"; TaylorSeer: {_describe(config)}"
+    title += "\n" + figure.headline(full, cached, args.repeats)
     figure.save_side_by_side(args.output, panels, columns, title)
-    print(figure.summary(full, cached, args.steps))
+    print(figure.summary(full, cached, args.steps, args.repeats))
     print(f"wrote {args.output}")
     if not bundled and args.output.with_suffix(".mp4").is_file():
         print(f"wrote {args.output.with_suffix('.mp4')} (the videos side by side)")
     return 0
 
 
-def _calibrate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from taylorseer.cli.calibration import calibrate_bundled
-    from taylorseer.cli.checks import check_writable
+def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    import time
 
+    from taylorseer.cli.checks import check_installed, check_out_folder
+
+    if args.out is None:
+        args.out = Path(time.strftime("bench-%Y%m%d-%H%M%S"))
     try:
-        base = TaylorSeerConfig(order=args.order, granularity=args.granularity)
-        if args.budget <= base.effective_warmup or args.budget > args.steps:
+        needed = ("matplotlib", "safetensors", "diffusers", "sklearn", "scipy", "skimage")
+        check_installed(*needed, extra="bench", purpose="taylorseer bench")
+        check_out_folder(args.out)
+        if args.sweep and args.samples < _fid_samples():
             raise ValueError(
-                f"--budget {args.budget} must exceed the warm-up ({base.effective_warmup}) "
-                f"and be at most --steps {args.steps}"
+                f"--sweep tabulates the FID-proxy, which fits a covariance to the samples: it needs "
+                f"--samples {_fid_samples()} or more, got {args.samples}"
             )
-        check_writable(args.output)
     except ValueError as error:
         parser.error(str(error))
-    config, lines = calibrate_bundled(
-        args.model, base, args.steps, args.budget, args.samples, args.seed, args.held_out_seed
-    )
-    config.to_json(args.output)
-    print("\n".join(lines))
-    print(f"wrote {args.output}")
-    return 0
+    from taylorseer.bench import runner
+
+    args.argv = argv
+    return runner.sweep(args) if args.sweep else runner.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,12 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.command == "calibrate":
-        return _calibrate(args, parser)
+        return calibration.run(args, parser)
     if args.command == "bench":
-        from taylorseer.bench import runner
-
-        args.argv = argv[1:]
-        return runner.sweep(args) if args.sweep else runner.main(args)
+        return _bench(args, parser, argv[1:])
     return _generate(args, parser)
 
 

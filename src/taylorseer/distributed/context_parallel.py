@@ -5,6 +5,7 @@ diffusers pipeline (`generate_context_parallel`).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,13 +13,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from taylorseer.distributed.group import reduce_measures
+from taylorseer.distributed.group import CONTEXT_PARALLEL, reduce_measures
 
 if TYPE_CHECKING:
     from taylorseer.cli.generate import Result
     from taylorseer.config import TaylorSeerConfig
 
-CONTEXT_PARALLEL = ("ulysses", "ring")  # the kinds `generate --context-parallel` takes
 RING_ATTENTION = "_native_cudnn"  # torch's cuDNN attention: returns the log-sum-exp ring merges with
 
 
@@ -63,10 +63,11 @@ def enable_context_parallel(
 
 
 def _report(result: Result) -> Result:
-    """`result` of this rank with the seconds, FLOPs and full steps of all ranks (reduce_measures)."""
-    from taylorseer.cli.generate import Result
-
-    return Result(result.images, *reduce_measures(result.seconds, result.flops, result.full_steps or 0))
+    """`result` of this rank with the seconds (median, fastest and slowest run), FLOPs and full
+    steps of all ranks (reduce_measures)."""
+    seconds, flops, full_steps = reduce_measures(result.seconds, result.flops, result.full_steps or 0)
+    spread = result.spread and tuple(reduce_measures(bound, 0, 0)[0] for bound in result.spread)
+    return dataclasses.replace(result, seconds=seconds, flops=flops, full_steps=full_steps, spread=spread)
 
 
 def generate_context_parallel(
@@ -74,9 +75,10 @@ def generate_context_parallel(
     kind: str,
     config: TaylorSeerConfig | None,
     steps: int,
-    prompt: str,
+    prompt: str | None,
     seed: int,
     video: Path | None = None,
+    repeats: int = 3,
     **call_kwargs: Any,
 ) -> tuple[Result, Result | None, int] | None:
     """`generate.run_pipeline` with the transformer's tokens split over the ranks of the process
@@ -105,7 +107,15 @@ def generate_context_parallel(
 
     lead = rank == 0
     full, cached, columns = run_pipeline(
-        model, config, steps, prompt, seed, video if lead else None, prepare=prepare, **call_kwargs
+        model,
+        config,
+        steps,
+        prompt,
+        seed,
+        video if lead else None,
+        prepare=prepare,
+        repeats=repeats,
+        **call_kwargs,
     )
     full, cached = _report(full), cached if cached is None else _report(cached)
     return (full, cached, columns) if lead else None

@@ -79,16 +79,20 @@ def layout(cfg_parallel: bool) -> Layout:
     return Layout(rank // 2, world // 2, rank % 2, pairs[rank // 2])
 
 
-def _measure_everywhere(run: Callable[[], Tensor], full_steps: Callable[[], int]) -> Result | None:
-    """Every rank runs `run`; on rank 0: the gathered images, the slowest rank's seconds, the
-    FLOPs of all ranks and the most full steps any rank took. None elsewhere."""
+def _measure_everywhere(
+    run: Callable[[], Tensor], full_steps: Callable[[], int], label: str, repeats: int
+) -> Result | None:
+    """Every rank runs `run` (`generate.measure`); on rank 0: the gathered images, the slowest
+    rank's median seconds and fastest and slowest runs, the FLOPs of all ranks and the most full
+    steps any rank took. None elsewhere."""
     from taylorseer.cli.generate import Result, measure
 
     dist.barrier()  # start the clocks together
-    images, seconds, flops = measure(run)
-    measures = reduce_measures(seconds, flops, full_steps())
-    gathered = gather(images)
-    return None if gathered is None else Result(gathered, *measures)
+    found = measure(run, label, repeats, progress=dist.get_rank() == 0)
+    measures = reduce_measures(found.seconds, found.flops, full_steps())
+    spread = (reduce_measures(found.spread[0], 0, 0)[0], reduce_measures(found.spread[1], 0, 0)[0])
+    gathered = gather(found.output)
+    return None if gathered is None else Result(gathered, *measures, spread)
 
 
 def generate_data_parallel(
@@ -98,20 +102,21 @@ def generate_data_parallel(
     classes: list[int],
     seed: int,
     cfg_parallel: bool = False,
+    repeats: int = 3,
 ) -> tuple[Result, Result | None, int] | None:
     """`generate.run_bundled` spread over the ranks of the process group (`process_group()`).
 
     The samples (two rows of `classes`) are split into contiguous shards, one per rank (or per
     CFG pair with `cfg_parallel`); each rank samples its shard from the same noise as a single
-    process would, with its own cache. On rank 0: (full Result, cached Result or None, columns),
-    seconds = the slowest rank's, FLOPs = all ranks' sum. None on the other ranks.
+    process would, with its own cache, timed over `repeats` runs after a warm-up. On rank 0:
+    (full Result, cached Result or None, columns), seconds = the slowest rank's, FLOPs = all
+    ranks' sum. None on the other ranks.
     """
     from taylorseer.api import apply_taylorseer
     from taylorseer.models.bundled import load_bundled
 
     generator = load_bundled(model) if isinstance(model, str) else model
     where = layout(cfg_parallel)
-    lead = dist.get_rank() == 0
     labels = torch.tensor(classes * 2)  # two rows of the requested classes, as run_bundled
     noise = generator.noise(len(labels), seed)
     mine = torch.tensor(shard(range(len(labels)), where.data_rank, where.data_world), dtype=torch.long)
@@ -129,14 +134,14 @@ def generate_data_parallel(
     def run() -> Tensor:
         if len(mine) == 0:
             return torch.empty(0, 0, 0, 0)
-        images = ((sample(noise[mine], labels[mine], steps, lead) + 1) / 2).permute(0, 2, 3, 1)
+        images = ((sample(noise[mine], labels[mine], steps, False) + 1) / 2).permute(0, 2, 3, 1)
         return images if where.branch == 0 else images[:0]  # the pair's images, once
 
-    if len(mine):
-        sample(noise[mine[:1]], labels[mine[:1]], 2, False)  # warm-up: first-call costs off the clock
-    full = _measure_everywhere(run, lambda: steps)
+    full = _measure_everywhere(run, lambda: steps, "full compute", repeats)
     if config is None:
         return None if full is None else (full, None, len(classes))
     with apply_taylorseer(transformer, dataclasses.replace(config, num_steps=steps)) as handle:
-        cached = _measure_everywhere(run, lambda: handle.stats["full_steps"] if len(mine) else 0)
+        cached = _measure_everywhere(
+            run, lambda: handle.stats["full_steps"] if len(mine) else 0, "TaylorSeer", repeats
+        )
     return None if full is None else (full, cached, len(classes))

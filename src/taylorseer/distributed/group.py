@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+CONTEXT_PARALLEL = ("ulysses", "ring")  # the kinds `generate --context-parallel` takes
 
 def world_size() -> int:
     """The number of ranks the launcher (torchrun) started, from the environment; 1 without one."""
