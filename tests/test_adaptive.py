@@ -17,7 +17,7 @@ def hidden(batch=2):
 
 
 def adaptive(**fields):
-    return TaylorSeerConfig(schedule="adaptive", abscissa="timestep", **fields)
+    return TaylorSeerConfig(schedule="adaptive", abscissa="timestep", gap_ratio=None, **fields)
 
 
 @pytest.mark.parametrize("granularity", GRANULARITIES)

@@ -1,11 +1,13 @@
-"""Schedule calibration on a tiny DiT: the searched placement beats the even one it starts from."""
+"""Schedule calibration on a tiny DiT: the fast calibration and the exhaustive search."""
+
+import math
 
 import pytest
 import torch
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer
 from taylorseer.api import maybe_applied
-from taylorseer.calibrate import calibrate, neighbours, spread, starting_points
+from taylorseer.calibrate import calibrate, neighbours, search, spread, starting_points, with_full_steps
 from taylorseer.models.dit import sample
 from toy_models import tiny_dit
 
@@ -27,31 +29,54 @@ def test_spread_and_neighbours():
     assert all(len(set(m)) == 4 and m[:2] == [0, 1] and max(m) < 10 for m in moves)
 
 
-def test_calibrated_schedule_lowers_the_error_and_holds_on_other_seeds():
+def tiny_sampler(model, seed: int, steps: int = 20, calls: list | None = None):
+    """`sampler(config)` over 4 fixed samples of a tiny DiT; `calls` collects the configs it got."""
+    noise = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+    labels = torch.arange(4)
+
+    def run(config):
+        if calls is not None:
+            calls.append(config)
+        with maybe_applied(model, config, steps):
+            return sample(model, noise, labels, steps=steps, cfg_scale=3.0)
+
+    return run
+
+
+def held_out_error(model, config) -> float:
+    run = tiny_sampler(model, seed=1)
+    return torch.mean((run(config) - run(None)) ** 2).item()
+
+
+def test_the_search_lowers_the_error_and_holds_on_other_seeds():
     model = tiny_dit()
-
-    def sampler(seed):
-        noise = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
-        labels = torch.arange(4)
-
-        def run(config):
-            with maybe_applied(model, config, 20):
-                return sample(model, noise, labels, steps=20, cfg_scale=3.0)
-
-        return run
-
     base = TaylorSeerConfig(order=1)
-    config, report = calibrate(sampler(0), base, num_steps=20, budget=6, reach=2, max_evaluations=60)
-    assert report["mse"] < report["start_mse"]
+    config, report = search(tiny_sampler(model, 0), base, num_steps=20, budget=6, reach=2, max_evaluations=60)
+    assert report["mse"] < report["start_mse"] and report["sampler_calls"] <= 60
     assert len(config.full_steps) == 6 and config.full_steps[:2] == (0, 1) and config.num_steps == 20
-    held_out = sampler(1)
-    reference = held_out(None)
     start = TaylorSeerConfig(order=1, full_steps=tuple(spread(20, 6, 2)), num_steps=20)
-
-    def error(c):
-        return torch.mean((held_out(c) - reference) ** 2).item()
-
-    assert error(config) < error(start)
+    assert held_out_error(model, config) < held_out_error(model, start)
     with apply_taylorseer(model, config) as handle:
-        held_out(None)
+        tiny_sampler(model, 1)(None)
         assert handle.stats["full_steps"] == 6
+
+
+def test_calibrate_in_a_dozen_calls_comes_close_to_the_search_and_beats_the_default_placement():
+    model = tiny_dit()
+    base = TaylorSeerConfig(order=1)
+    calls = []
+    config, report = calibrate(tiny_sampler(model, 0, calls=calls), base, num_steps=20, budget=6)
+    assert len(calls) == report["sampler_calls"] <= 12
+    assert calls[0].interval == 1 and calls[0].granularity == "model"  # the recording run: full compute
+    assert report["mse"] <= report["start_mse"] and len(config.full_steps) == 6 and config.full_steps[0] == 0
+    searched, _ = search(tiny_sampler(model, 0), base, num_steps=20, budget=6, reach=2, max_evaluations=60)
+    fast, slow = held_out_error(model, config), held_out_error(model, searched)
+    default = with_full_steps(base, base.spread_placement(20, 6), 20)
+    assert fast <= held_out_error(model, default)
+    assert 10 * math.log10(fast / slow) < 1.0  # within 1 dB of the exhaustive search
+
+
+def test_calibrate_refuses_a_sampler_whose_run_does_not_match_num_steps():
+    model = tiny_dit()
+    with pytest.raises(ValueError, match="not once at each of the 30 steps"):
+        calibrate(tiny_sampler(model, 0, steps=20), TaylorSeerConfig(order=1), num_steps=30, budget=6)

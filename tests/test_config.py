@@ -117,6 +117,11 @@ FIELD_VALUES = {
     "memory_budget": st.one_of(st.none(), st.integers(-2, 10**9), ANYTHING),
     "schedule": st.one_of(st.none(), st.sampled_from(SCHEDULES), ANYTHING),
     "error_budget": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
+    "gap_ratio": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
+    "density": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
+    "calibrated_for": st.one_of(
+        st.none(), st.dictionaries(st.text(max_size=5), ANYTHING, max_size=2), ANYTHING
+    ),
 }
 
 
@@ -125,8 +130,12 @@ def test_the_property_test_covers_every_field():
 
 
 def test_schedule_kind_follows_full_steps_and_error_budget_needs_adaptive():
-    assert TaylorSeerConfig().schedule == "fixed"
+    assert TaylorSeerConfig().schedule == "spread"
     assert TaylorSeerConfig(full_steps=(0, 3)).schedule == "calibrated"
+    with pytest.raises(ValueError, match="density=2.0 needs schedule='spread', got 'fixed'"):
+        TaylorSeerConfig(schedule="fixed", density=2.0)
+    with pytest.raises(ValueError, match="density must be a number from 1"):
+        TaylorSeerConfig(density=0.5)
     with pytest.raises(ValueError, match="schedule='adaptive' with full_steps=\\(0, 3\\)"):
         TaylorSeerConfig(schedule="adaptive", full_steps=(0, 3))
     with pytest.raises(ValueError, match="schedule='calibrated' with full_steps=None"):

@@ -299,11 +299,11 @@ def test_separate_cfg_calls_keep_branches_isolated(subjects, name, granularity):
 def test_memory_fallback_passes_over_stack_where_streams_change_shape(subjects):
     """HiDream's text stream grows per block: a budget that rules out "module" lands on "model"."""
     subject = subjects("hidream")
-    config = TaylorSeerConfig(interval=5, granularity="model")
+    config = TaylorSeerConfig(interval=5, granularity="model", schedule="fixed")
     with apply_taylorseer(subject.model, config) as handle:
         expected = subject.sample(SHORT)
         model_bytes = handle.stats["cache_bytes"]
-    lean = TaylorSeerConfig(interval=5, granularity="module", memory_budget=model_bytes)
+    lean = TaylorSeerConfig(interval=5, granularity="module", memory_budget=model_bytes, schedule="fixed")
     with pytest.warns(UserWarning) as caught, apply_taylorseer(subject.model, lean) as handle:
         assert torch.equal(subject.sample(SHORT), expected)
         assert handle.stats["granularity"] == "model" and handle.stats["cache_bytes"] <= model_bytes

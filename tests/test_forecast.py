@@ -111,3 +111,15 @@ def test_a_repeated_abscissa_is_rejected():
     factors, abscissae = update_factors([], [], torch.zeros(1), 3.0, 1, "newton")
     with pytest.raises(ValueError, match="3.0"):
         update_factors(factors, abscissae, torch.zeros(1), 3.0, 1, "newton")
+
+
+def test_gap_ratio_limits_how_far_a_derivative_is_extrapolated():
+    from taylorseer.core.forecast import usable_factors
+
+    abscissae = [10.0, 9.0, 5.0]  # newest first: spans 1 (c_1) and 5 (c_2)
+    assert usable_factors(abscissae, 11.0, None) == 3
+    assert usable_factors(abscissae, 11.0, 1.0) == 3  # 1 step ahead: within both spans
+    assert usable_factors(abscissae, 13.0, 1.0) == 1  # 3 ahead: more than c_1's span of 1, reuse only
+    assert usable_factors(abscissae, 13.0, 4.0) == 3
+    factors = [torch.full((2,), 1.0), torch.full((2,), 2.0), torch.full((2,), 3.0)]
+    assert torch.equal(predict(factors, abscissae, 13.0, "newton", gap_ratio=1.0), factors[0])

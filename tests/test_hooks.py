@@ -29,7 +29,7 @@ def test_quadratic_features_are_reproduced_on_a_nonuniform_schedule(granularity)
     timesteps = nonuniform_timesteps(30)
     reference = run(model, timesteps, hidden())
     config = TaylorSeerConfig(
-        interval=4, order=2, form="newton", abscissa="timestep", granularity=granularity
+        interval=4, order=2, form="newton", abscissa="timestep", granularity=granularity, gap_ratio=None
     )
     handle = apply_taylorseer(model, config)
     model.calls = 0
@@ -47,7 +47,7 @@ def test_module_granularity_recomputes_gates_with_the_current_timestep():
     model = ToyDiT(modulated=True).double()
     timesteps = nonuniform_timesteps(30)
     reference = run(model, timesteps, hidden())
-    config = dict(interval=4, order=2, abscissa="timestep")
+    config = dict(interval=4, order=2, abscissa="timestep", gap_ratio=None)
     with apply_taylorseer(model, TaylorSeerConfig(granularity="module", **config)):
         assert max_relative_error(run(model, timesteps, hidden()), reference) < 1e-6
     with apply_taylorseer(model, TaylorSeerConfig(granularity="model", **config)):
@@ -206,7 +206,7 @@ def test_schedule_from_the_end_needs_num_steps():
         assert handle.stats["full_steps"] == 3  # warm-up 3 (order 2 + 1), and final_full
     model = ToyDiT()
     with apply_taylorseer(
-        model, TaylorSeerConfig(interval=6, warmup=1, final_full=2, num_steps=10)
+        model, TaylorSeerConfig(interval=6, warmup=1, final_full=2, num_steps=10, schedule="fixed")
     ) as handle:
         run(model, nonuniform_timesteps(10), hidden(dtype=torch.float32))
         assert handle.stats["full_steps"] == 4  # 0, 6, 8, 9
@@ -256,7 +256,9 @@ def test_memory_budget_falls_back_to_a_leaner_granularity_and_is_never_exceeded(
     feature = 2 * 4 * 8 * 4  # bytes of one (2, 4, 8) float32 feature
     # order 1: module needs 6 units x 2 factors; stack and model 1 x 2 factors
     budget = 3 * feature
-    config = TaylorSeerConfig(interval=3, order=1, granularity="module", memory_budget=budget)
+    config = TaylorSeerConfig(
+        interval=3, order=1, granularity="module", memory_budget=budget, schedule="fixed", num_steps=12
+    )
     with pytest.warns(UserWarning) as caught, apply_taylorseer(model, config) as handle:
         outputs = run(model, timesteps, x)
         stats = handle.stats
@@ -337,7 +339,8 @@ def test_a_device_change_mid_run_reuses_no_factors_from_the_old_device(granulari
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     timesteps = nonuniform_timesteps(6)
     x = hidden(dtype=torch.float32)
-    with apply_taylorseer(model, TaylorSeerConfig(interval=3, granularity=granularity)) as handle:
+    config = TaylorSeerConfig(interval=3, order=2, schedule="fixed", granularity=granularity)
+    with apply_taylorseer(model, config) as handle:
         model.to("meta")
         for t in timesteps[:3]:  # steps 0-2, full: factors recorded on the meta device
             assert model(hidden_states=x.to("meta"), timestep=t).is_meta

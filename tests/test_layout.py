@@ -19,7 +19,7 @@ ALLOWED = {
     "core": set(),
     "runtime": {"core", "config"},
     "wiring": {"core", "runtime", "config"},
-    "config": set(),
+    "config": {"core"},
     "api": {"core", "runtime", "wiring", "config"},
     "models": set(),
 }

@@ -1,4 +1,4 @@
-"""`apply_taylorseer(pipe)`: the pipeline's scheduler is the step clock of every denoiser.
+"""`apply_taylorseer(pipe, fixed())`: the pipeline's scheduler is the step clock of every denoiser.
 
 `set_timesteps` starts a run, each `step()` ends a step, and the model calls in between are that
 step's guidance branches; timestep values are never read. These tests run whole tiny pipelines
@@ -37,7 +37,13 @@ from tiny_pipelines import (  # noqa: E402
 
 pytestmark = [pytest.mark.system, pytest.mark.usefixtures("one_thread")]
 
-WARMUP = TaylorSeerConfig().effective_warmup  # 3: order 2 + 1
+
+def fixed(**fields) -> TaylorSeerConfig:
+    """The paper's fixed schedule at order 2: its full steps are easy to count, run by run."""
+    return TaylorSeerConfig(schedule="fixed", order=2, **fields)
+
+
+WARMUP = fixed().effective_warmup  # 3: order 2 + 1
 KARRAS = dict(use_karras_sigmas=True, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
 
 BUILDERS: dict[str, Callable[..., Case]] = {
@@ -122,7 +128,7 @@ OTHER_PROMPT = {
 @pytest.mark.parametrize("name", ["flux", "wan"])
 def test_a_run_after_an_interrupted_one_is_a_fresh_run(cases, name, first):
     case = cases(name)
-    config = TaylorSeerConfig()
+    config = fixed()
     other = OTHER_PROMPT[name]()  # the cut-short run's features must not leak into the next run
     with apply_taylorseer(case.pipe, config) as handle:
         if first == "interrupt":
@@ -158,16 +164,16 @@ def test_img2img_after_a_cancelled_txt2img(cases):
         inputs = dict(case.inputs(), image=image, strength=0.3, num_inference_steps=20, generator=generator)
         return img2img(**inputs).images
 
-    with apply_taylorseer(case.pipe) as handle:  # applied to the txt2img pipeline
+    with apply_taylorseer(case.pipe, fixed()) as handle:  # applied to the txt2img pipeline
         case(20, callback_on_step_end=at_step(10, interrupt))
         assert handle.stats["steps"] == 11
         refined = refine()
         stats = handle.stats
     assert stats["steps"] == steps and stats["forecast_steps"] > 0
     assert stats["full_steps"] == len(full_step_indices(steps, 5, WARMUP))
-    with apply_taylorseer(img2img):  # fresh, on the img2img pipeline itself
+    with apply_taylorseer(img2img, fixed()):  # fresh, on the img2img pipeline itself
         assert torch.equal(refine(), refined)
-    with apply_taylorseer(img2img, TaylorSeerConfig(final_full=1)) as handle:
+    with apply_taylorseer(img2img, fixed(final_full=1)) as handle:
         last_full = refine()  # the run's length comes from the scheduler: no num_steps given
         assert handle.stats["steps"] == steps
         assert handle.stats["full_steps"] == stats["full_steps"] + 1
@@ -182,7 +188,7 @@ def test_flux_bf16_colliding_timesteps_are_steps(cases):
     assert repeats(seen) > 0  # precondition: bf16 rounding merges neighbouring timesteps
     outputs = {}
     for final in (0, 3):
-        with apply_taylorseer(case.pipe, TaylorSeerConfig(final_full=final)) as handle:
+        with apply_taylorseer(case.pipe, fixed(final_full=final)) as handle:
             outputs[final] = case(50)
             stats = handle.stats
         assert stats["steps"] == 50 and stats["forecast_steps"] > 0
@@ -197,7 +203,7 @@ def test_karras_dpm_solver_repeated_timesteps_are_steps(cases):
     case = cases("pixart")
     case.pipe.scheduler.set_timesteps(50)
     assert repeats(case.pipe.scheduler.timesteps) > 0  # precondition: e.g. ..., 2, 1, 1, 0
-    with apply_taylorseer(case.pipe) as handle:
+    with apply_taylorseer(case.pipe, fixed()) as handle:
         output = case(50)
         stats = handle.stats
     full = len(full_step_indices(50, 5, WARMUP))
@@ -209,7 +215,7 @@ def test_karras_dpm_solver_repeated_timesteps_are_steps(cases):
 
 def test_flowmatch_heun_counts_every_model_evaluation(cases):
     case = cases("sd3_heun")
-    with apply_taylorseer(case.pipe) as handle:
+    with apply_taylorseer(case.pipe, fixed()) as handle:
         output = case(10)
         stats = handle.stats
     timesteps = case.pipe.scheduler.timesteps
@@ -225,7 +231,7 @@ def test_flowmatch_heun_counts_every_model_evaluation(cases):
 # the number of inference steps is refused at the run's first call.
 def test_kdpm2_counts_evaluations_and_refuses_a_wrong_num_steps(cases):
     case = cases("pixart_kdpm2")
-    with apply_taylorseer(case.pipe) as handle:
+    with apply_taylorseer(case.pipe, fixed()) as handle:
         output = case(10)
         stats = handle.stats
     evaluations = len(case.pipe.scheduler.timesteps)
@@ -240,7 +246,7 @@ def test_kdpm2_counts_evaluations_and_refuses_a_wrong_num_steps(cases):
     hook = count_calls(case.pipe.transformer, calls)
     try:
         with (
-            apply_taylorseer(case.pipe, TaylorSeerConfig(num_steps=10)),
+            apply_taylorseer(case.pipe, fixed(num_steps=10)),
             pytest.raises(ValueError, match="but this run has 19"),
         ):
             case(10, callback_on_step_end=record(done))
@@ -266,7 +272,7 @@ def test_wan22_two_experts_share_the_pipeline_schedule(cases):
         for final in (0, 2):
             for counter in (*calls.values(), *full.values()):
                 counter[0] = 0
-            with apply_taylorseer(pipe, TaylorSeerConfig(interval=3, final_full=final)) as handle:
+            with apply_taylorseer(pipe, fixed(interval=3, final_full=final)) as handle:
                 outputs[final] = case(10)
                 stats[final] = handle.stats
             assert stats[final]["steps"] == 10
@@ -292,7 +298,7 @@ def test_interval_one_is_exact_and_remove_restores_the_pipeline(cases, name):
     reference = case(6)
     owned = [pipe.scheduler, *(m for denoiser in denoisers(pipe) for m in denoiser.modules())]
     before = [set(vars(each)) for each in owned]  # instance attributes
-    handle = apply_taylorseer(pipe, TaylorSeerConfig(interval=1))
+    handle = apply_taylorseer(pipe, fixed(interval=1))
     assert is_wrapped(pipe.scheduler, "step") and is_wrapped(pipe.scheduler, "set_timesteps")
     assert all(is_wrapped(denoiser) for denoiser in denoisers(pipe))
     try:
@@ -311,10 +317,10 @@ def test_a_compiled_transformer_is_refused(cases):
     pipe = cases("flux").pipe
     compiled = torch.compile(pipe.transformer)
     with pytest.raises(ValueError, match="apply TaylorSeer first, then compile"):
-        apply_taylorseer(compiled)
+        apply_taylorseer(compiled, fixed())
     fake = SimpleNamespace(components=dict(pipe.components, transformer=compiled))
     with pytest.raises(ValueError, match="apply TaylorSeer first, then compile"):
-        apply_taylorseer(fake)
+        apply_taylorseer(fake, fixed())
     assert "step" not in vars(pipe.scheduler) and not is_wrapped(pipe.transformer)
 
 
@@ -322,17 +328,17 @@ def test_applying_twice_is_refused(cases):
     case = cases("flux")
     pipe = case.pipe
     reference = case(6)
-    with apply_taylorseer(pipe, TaylorSeerConfig(interval=3)) as handle:
+    with apply_taylorseer(pipe, fixed(interval=3)) as handle:
         step = vars(pipe.scheduler)["step"]
         with pytest.raises(RuntimeError, match="already applied"):
-            apply_taylorseer(pipe)
+            apply_taylorseer(pipe, fixed())
         with pytest.raises(RuntimeError, match="already applied"):
-            apply_taylorseer(pipe.transformer)
+            apply_taylorseer(pipe.transformer, fixed())
         assert vars(pipe.scheduler)["step"] is step  # the refusal undid nothing of the first
         case(6)
         assert handle.stats["steps"] == 6 and handle.stats["forecast_steps"] > 0
-    with apply_taylorseer(pipe.transformer), pytest.raises(RuntimeError, match="already applied"):
-        apply_taylorseer(pipe)  # the bare transformer is cached: the pipeline is refused
+    with apply_taylorseer(pipe.transformer, fixed()), pytest.raises(RuntimeError, match="already applied"):
+        apply_taylorseer(pipe, fixed())  # the bare transformer is cached: the pipeline is refused
     assert "step" not in vars(pipe.scheduler) and not is_wrapped(pipe.transformer)
     assert torch.equal(case(6), reference)
 
@@ -341,5 +347,16 @@ def test_a_pipeline_without_a_transformer_is_refused():
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler()
     fake = SimpleNamespace(components={"unet": nn.Linear(2, 2), "scheduler": scheduler})
     with pytest.raises(ValueError, match=r"looked for the components \('transformer', 'transformer_2'\)"):
-        apply_taylorseer(fake)
+        apply_taylorseer(fake, fixed())
     assert "step" not in vars(scheduler) and "set_timesteps" not in vars(scheduler)
+
+
+def test_the_default_spread_schedule_takes_the_runs_length_from_the_scheduler(cases):
+    """No num_steps given: the spread placement for each run length the scheduler reports."""
+    case = cases("flux")
+    for steps in (20, 9):
+        with apply_taylorseer(case.pipe) as handle:
+            case(steps)
+            stats = handle.stats
+        expected = TaylorSeerConfig().spread_placement(steps)
+        assert stats["steps"] == steps and stats["full_steps"] == len(expected)

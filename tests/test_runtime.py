@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from taylorseer import TaylorSeerConfig
+from taylorseer.config import DEFAULT_DENSITY, DEFAULT_LEADING
+from taylorseer.core.schedule import full_step_indices, spread
 from taylorseer.runtime.calls import Runtime, forecast_verdict
 
 pytestmark = pytest.mark.unit
@@ -126,3 +128,22 @@ def test_verdict_is_one_scalar_nan_when_not_finite():
     assert math.isnan(forecast_verdict([torch.ones(3), torch.tensor([math.nan])], None))
     assert forecast_verdict(torch.ones(3), torch.tensor(0.25)) == 0.25
     assert math.isnan(forecast_verdict(torch.tensor([math.inf]), torch.tensor(0.25)))
+
+
+def test_the_default_spread_schedule_runs_the_papers_count_and_ends_full():
+    runtime = with_feature(TaylorSeerConfig(interval=5, num_steps=50))
+    full = [step for step, t in enumerate(range(50, 0, -1)) if call(runtime, t).full]
+    assert len(full) == len(full_step_indices(50, 5, 3)) == 12  # no more than the paper's schedule
+    assert full == spread(50, 12, DEFAULT_LEADING, DEFAULT_DENSITY) and full[-1] == 49
+    assert TaylorSeerConfig(interval=3).full_step_budget(28) == 11
+    runtime = with_feature(TaylorSeerConfig(interval=5, num_steps=28, final_full=2))
+    full = [step for step, t in enumerate(range(28, 0, -1)) if call(runtime, t).full]
+    budget = len(full_step_indices(28, 5, 3))
+    assert set(full) == set(spread(28, budget, DEFAULT_LEADING, DEFAULT_DENSITY)) | {26, 27}
+
+
+def test_without_the_runs_length_spread_warns_and_uses_the_papers_placement():
+    runtime = with_feature(TaylorSeerConfig(interval=5))
+    with pytest.warns(UserWarning, match="needs its length.*paper's fixed placement"):
+        full = [step for step, t in enumerate(range(20, 0, -1)) if call(runtime, t).full]
+    assert full == full_step_indices(20, 5, TaylorSeerConfig().effective_warmup)

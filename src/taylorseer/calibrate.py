@@ -1,22 +1,28 @@
-"""Calibrated schedules: where to put a budget of full steps, searched on a few samples.
+"""Calibrated schedules: where to put a budget of full steps, measured on a few samples.
 
-For a fixed budget of full steps, the search first tries a small family of placements (1-3
-leading full steps, the rest evenly spaced or denser toward the end, where samplers are most
-sensitive), then moves one full step at a time to a neighbouring position whenever that lowers
-the error of the cached samples against full compute (run closed loop: forecast errors feed
-back into the sampler as they would in use), until no single move helps. The result is a
-`TaylorSeerConfig` with schedule "calibrated" and an explicit `full_steps` list.
+`calibrate` (about a dozen sampler calls): one full-compute run records the model's output at
+every step; an offline model (`core.error_model`) predicts, for any placement, the forecast error
+at each skipped step on that recorded trajectory and weighs it by the step's position, with
+weights fitted to a few closed-loop runs; the placement it predicts best is run closed loop, the
+fit updated, and so on until the calls are spent. The best placement measured wins.
+`search` is the exhaustive closed-loop search it replaces (a family of placements, then moves of
+one full step at a time while the measured error falls: one or two hundred sampler calls), kept
+as the yardstick. Both return a `TaylorSeerConfig` with schedule "calibrated" and `full_steps`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from taylorseer.config import TaylorSeerConfig
+from taylorseer.core.error_model import fit_weights, forecast_errors, predicted_error
+from taylorseer.core.schedule import spread
+from taylorseer.runtime.recording import Trajectory, recording
 
 Sampler = Callable[[TaylorSeerConfig | None], Tensor]  # config (None = full compute) -> samples
 
@@ -24,28 +30,9 @@ Sampler = Callable[[TaylorSeerConfig | None], Tensor]  # config (None = full com
 def with_full_steps(base: TaylorSeerConfig, steps: list[int], num_steps: int) -> TaylorSeerConfig:
     """`base` with the calibrated schedule `steps` in a run of `num_steps` steps."""
     return dataclasses.replace(
-        base, schedule="calibrated", full_steps=tuple(steps), num_steps=num_steps, error_budget=None
-    )
-
-
-def spread(num_steps: int, budget: int, leading: int, density: float = 1.0) -> list[int]:
-    """`budget` full steps: the first `leading`, the rest spread up to the last step.
-
-    `density` 1 spaces the rest evenly; above 1 the gaps shrink toward the end of the run
-    (position = 1 - (1 - u) ** density of the remaining span, for u evenly spaced in (0, 1]).
-    """
-    if not 1 <= leading <= budget <= num_steps:
-        raise ValueError(f"need 1 <= leading ({leading}) <= budget ({budget}) <= num_steps ({num_steps})")
-    if density < 1:
-        raise ValueError(f"density must be >= 1, got {density}")
-    rest = budget - leading
-    span = num_steps - leading  # positions leading .. num_steps - 1
-    steps = list(range(leading))
-    for k in range(1, rest + 1):
-        position = leading - 1 + round(span * (1 - (1 - k / rest) ** density))
-        lowest, highest = steps[-1] + 1, num_steps - 1 - (rest - k)  # keep room for the others
-        steps.append(min(max(position, lowest), highest))
-    return steps
+        base, schedule="calibrated", full_steps=tuple(steps), num_steps=num_steps, error_budget=None,
+        density=None,
+    )  # fmt: skip
 
 
 def starting_points(num_steps: int, budget: int) -> list[list[int]]:
@@ -71,7 +58,33 @@ def neighbours(steps: list[int], num_steps: int, fixed: int, reach: int) -> list
     return found
 
 
-def calibrate(
+def hill_climb(
+    start: list[int],
+    cost: Callable[[list[int]], float],
+    num_steps: int,
+    fixed: int,
+    reach: int = 3,
+    max_evaluations: int = 400,
+    start_cost: float | None = None,
+) -> tuple[list[int], float, int]:
+    """First-improvement descent over `neighbours`: (best, its cost, evaluations of `cost`)."""
+    evaluations = int(start_cost is None)
+    best, best_cost = start, cost(start) if start_cost is None else start_cost
+    while evaluations < max_evaluations:
+        for candidate in neighbours(best, num_steps, fixed, reach):
+            candidate_cost = cost(candidate)
+            evaluations += 1
+            if candidate_cost < best_cost:
+                best, best_cost = candidate, candidate_cost
+                break
+            if evaluations >= max_evaluations:
+                break
+        else:
+            break  # no single move helps
+    return best, best_cost, evaluations
+
+
+def search(
     sampler: Sampler,
     base: TaylorSeerConfig,
     num_steps: int,
@@ -80,8 +93,8 @@ def calibrate(
     max_evaluations: int = 400,
     log: Callable[[str], None] = lambda line: None,
 ) -> tuple[TaylorSeerConfig, dict[str, float]]:
-    """The `full_steps` placement of `budget` full steps minimising the squared error of
-    `sampler` against full compute; returns (config, {"start_mse", "mse", "evaluations"})."""
+    """The exhaustive closed-loop search (every evaluation a sampler call); as `calibrate`."""
+    start_time = time.perf_counter()
     reference = sampler(None)
 
     def error(steps: list[int]) -> float:
@@ -89,29 +102,107 @@ def calibrate(
         return torch.mean((sampler(config).double() - reference.double()) ** 2).item()
 
     start_error = error(spread(num_steps, budget, min(base.effective_warmup, budget)))
-    best, best_error = [], float("inf")
-    evaluations = 1
-    for steps in starting_points(num_steps, budget):  # a coarse look at the whole family first
-        candidate_error = error(steps)
-        evaluations += 1
-        if candidate_error < best_error:
-            best, best_error = steps, candidate_error
-    log(f"{evaluations} evaluations: mse {best_error:.3e}, full steps {best}")
-    leading = next(k for k, step in enumerate(best + [num_steps]) if step != k)  # fixed: 0..leading-1
-    while evaluations < max_evaluations:  # then first-improvement hill climbing
-        for candidate in neighbours(best, num_steps, leading, reach):
-            candidate_error = error(candidate)
-            evaluations += 1
-            if candidate_error < best_error:
-                best, best_error = candidate, candidate_error
-                log(f"{evaluations} evaluations: mse {best_error:.3e}, full steps {best}")
-                break
-            if evaluations >= max_evaluations:
-                break
-        else:
-            break  # no single move helps
-    config = with_full_steps(base, best, num_steps)
-    return config, dict(start_mse=start_error, mse=best_error, evaluations=evaluations)
+    family = {tuple(steps): error(steps) for steps in starting_points(num_steps, budget)}
+    first = list(min(family, key=family.get))
+    log(f"{len(family) + 2} calls: mse {family[tuple(first)]:.3e}, full steps {first}")
+    leading = next(k for k, step in enumerate(first + [num_steps]) if step != k)  # fixed: 0..leading-1
+    budget_left = max_evaluations - len(family) - 2
+    best, best_error, climbed = hill_climb(
+        first, error, num_steps, leading, reach, budget_left, family[tuple(first)]
+    )
+    calls = len(family) + climbed + 2  # + the reference and the even start
+    report = dict(start_mse=start_error, mse=best_error, evaluations=calls, sampler_calls=calls)
+    return with_full_steps(base, best, num_steps), report | dict(seconds=time.perf_counter() - start_time)
+
+
+def calibrate(
+    sampler: Sampler,
+    base: TaylorSeerConfig,
+    num_steps: int,
+    budget: int,
+    max_calls: int = 12,
+    log: Callable[[str], None] = lambda line: None,
+) -> tuple[TaylorSeerConfig, dict[str, float]]:
+    """The placement of `budget` full steps that brings `sampler`'s output closest to full compute,
+    in at most `max_calls` calls of `sampler`.
+
+    `sampler(config)` applies `config` to its model with `apply_taylorseer`, samples a few fixed
+    seeds and returns the final samples (`None`: full compute). Returns (config, report) with the
+    report's start_mse (the default placement), mse (the chosen one), sampler_calls, seconds."""
+    if max_calls < 3:
+        raise ValueError(f"max_calls must be >= 3 (a recording and two placements), got {max_calls}")
+    start_time = time.perf_counter()
+    record_config = dataclasses.replace(
+        base, interval=1, schedule="fixed", full_steps=None, error_budget=None, granularity="model",
+        num_steps=num_steps, density=None, calibrated_for=None,
+    )  # fmt: skip
+    with recording() as trajectory:
+        reference = sampler(record_config).double()  # interval 1: full compute, bit for bit
+    model = _OfflineModel(trajectory, base, num_steps)
+    measured: dict[tuple[int, ...], float] = {}
+
+    def measure(steps: list[int]) -> None:
+        output = sampler(with_full_steps(base, steps, num_steps)).double()
+        measured[tuple(steps)] = torch.mean((output - reference) ** 2).item()
+        log(f"call {len(measured) + 1}/{max_calls}: mse {measured[tuple(steps)]:.3e}, full steps {steps}")
+
+    default = base.spread_placement(num_steps, budget)
+    for steps in (default, spread(num_steps, budget, 1, 1.0)):  # two to fit the weights on
+        if tuple(steps) not in measured:
+            measure(steps)
+    while len(measured) + 1 < max_calls:
+        slope, scale = fit_weights([(model.errors(steps), error) for steps, error in measured.items()])
+        candidate = model.best_unmeasured(budget, slope, scale, measured)
+        if candidate is None:
+            break
+        measure(candidate)
+    best = min(measured, key=measured.get)
+    report = dict(
+        start_mse=measured[tuple(default)], mse=measured[best], sampler_calls=len(measured) + 1,
+        seconds=time.perf_counter() - start_time,
+    )  # fmt: skip
+    report["evaluations"] = report["sampler_calls"]
+    return with_full_steps(base, list(best), num_steps), report
+
+
+class _OfflineModel:
+    """Predicted final error of placements, from the recorded trajectory (per-step errors memoised)."""
+
+    def __init__(self, trajectory: Trajectory, base: TaylorSeerConfig, num_steps: int) -> None:
+        self.branches = []
+        for branch, steps in trajectory.steps.items():
+            if steps != list(range(num_steps)):
+                raise ValueError(
+                    f"the recorded run called the model at steps {steps[:6]}... of branch {branch}, "
+                    f"not once at each of the {num_steps} steps: is num_steps the sampler's step count?"
+                )
+            self.branches.append((trajectory.stacked(branch), trajectory.abscissae[branch]))
+        self.base, self.num_steps = base, num_steps
+        self._errors: dict[tuple[int, ...], Tensor] = {}
+
+    def errors(self, steps: tuple[int, ...] | list[int]) -> Tensor:
+        key = tuple(steps)
+        if key not in self._errors:
+            base, full = self.base, set(key)
+            self._errors[key] = sum(
+                forecast_errors(v, x, full, base.order, base.form, base.gap_ratio) for v, x in self.branches
+            )
+        return self._errors[key]
+
+    def best_unmeasured(
+        self, budget: int, slope: float, scale: float, measured: dict[tuple[int, ...], float]
+    ) -> list[int] | None:
+        """The placement predicted best (family, then descent), or its best unmeasured neighbour."""
+
+        def cost(steps: list[int]) -> float:
+            return predicted_error(self.errors(steps), slope, scale)
+
+        starts = starting_points(self.num_steps, budget) + [list(steps) for steps in measured]
+        best, _, _ = hill_climb(min(starts, key=cost), cost, self.num_steps, fixed=1, max_evaluations=2000)
+        if tuple(best) not in measured:
+            return best
+        fresh = [c for c in neighbours(best, self.num_steps, 1, 3) if tuple(c) not in measured]
+        return min(fresh, key=cost) if fresh else None
 
 
 def calibrated_config(name: str) -> TaylorSeerConfig:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from taylorseer.core.schedule import full_step_indices, spread
 
 FORMS = ("newton", "taylor")
 ABSCISSAE = ("step", "timestep")
 GRANULARITIES = ("module", "block", "stack", "model")
-SCHEDULES = ("fixed", "calibrated", "adaptive")
+SCHEDULES = ("spread", "fixed", "calibrated", "adaptive")
 DEFAULT_ERROR_BUDGET = 0.1  # adaptive: largest relative error of the probe block's forecast
 FACTOR_DTYPES = ("float32", "float16", "bfloat16", "float64")
+# The default placement (schedule "spread", order 1, gap_ratio 2): leading full steps and density,
+# chosen by `python -m taylorseer.bench.placement_sweep` (docs/PLACEMENT.md) as the best worst case
+# over the bundled dit-digits (DDIM) and flux-digits (flow matching).
+DEFAULT_LEADING = 2
+DEFAULT_DENSITY = 1.5
+BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with this warm-up
 
 # The official TaylorSeer scripts' settings (interval N, max_order, first_enhance), per model family.
 OFFICIAL_PRESETS: dict[str, dict[str, int]] = {
@@ -30,7 +38,13 @@ class TaylorSeerConfig:
     """How features are cached and forecast between full-compute steps.
 
     Where the full steps go (`schedule`):
-    - "fixed": the first `warmup` steps, then every `interval`-th step, then the last `final_full`;
+    - "spread" (the default): as many full steps as "fixed" would run at this `interval`, placed
+      over the run as measured best: the first `warmup` (default 1), the rest spread to the last
+      step with gaps shrinking toward the end as `density` grows (1 = even). It needs the run's
+      length (a pipeline gives it; else `num_steps` or `handle.run(num_steps=...)`); without
+      it the run falls back to "fixed", with a warning;
+    - "fixed": the paper's: the first `warmup` steps, then every `interval`-th step, then the
+      last `final_full`;
     - "calibrated": the explicit list `full_steps` (e.g. written by `taylorseer calibrate`);
     - "adaptive": the first `warmup` steps, then on each forecast step the first block runs for
       real as a probe, and the step runs in full when the probe's forecast is off by more than
@@ -38,19 +52,25 @@ class TaylorSeerConfig:
     """
 
     interval: int = 5  # N: after warm-up, one full step every N steps (1 = never forecast)
-    order: int = 2  # expansion order; 0 = plain reuse of the last full step (FORA)
+    order: int = 1  # expansion order; 0 = plain reuse of the last full step (FORA)
     warmup: int | None = None  # leading full steps (the paper's first_enhance); None -> order + 1
     final_full: int = 0  # force the last k steps full (needs num_steps or a pipeline)
     full_steps: tuple[int, ...] | None = None  # explicit full-step indices; negatives count from the end
     num_steps: int | None = None  # sampling steps per run, when the caller knows them
-    schedule: str | None = None  # "fixed" | "calibrated" | "adaptive"; None -> by full_steps
+    schedule: str | None = None  # "spread" | "fixed" | "calibrated" | "adaptive"; None -> by full_steps
+    density: float | None = None  # "spread" only: > 1 crowds full steps toward the end; None -> default
     error_budget: float | None = None  # adaptive only; None -> DEFAULT_ERROR_BUDGET
     form: str = "newton"  # "newton": divided differences on the real grid; "taylor": the paper's
+    # a derivative is used only up to gap_ratio times the span it was measured over; None = always
+    gap_ratio: float | None = 2.0
     abscissa: str = "step"  # forecast variable: "step" index or the model's "timestep" input
     granularity: str = "model"  # what is forecast: "module" | "block" | "stack" | "model"
     factors_dtype: str | None = None  # storage dtype of the factors; None = the feature's dtype
     official_quirks: bool = False  # official code: no derivatives before step warmup - 1
     memory_budget: int | None = None  # bytes of cached factors; over it -> a leaner granularity
+    # "calibrated" only: what the schedule was calibrated for ("model", "model_class", "scheduler",
+    # "num_steps"); applying it to another model or scheduler warns
+    calibrated_for: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         _require_int("interval", self.interval, minimum=1)
@@ -88,13 +108,32 @@ class TaylorSeerConfig:
 
     def _validate_schedule(self) -> None:
         if self.schedule is None:
-            object.__setattr__(self, "schedule", "fixed" if self.full_steps is None else "calibrated")
+            object.__setattr__(self, "schedule", "spread" if self.full_steps is None else "calibrated")
         _require_choice("schedule", self.schedule, SCHEDULES)
         if (self.schedule == "calibrated") != (self.full_steps is not None):
             raise ValueError(
                 f"schedule={self.schedule!r} with full_steps={self.full_steps!r}: the explicit full_steps "
                 "list is the 'calibrated' schedule, and only it"
             )
+        if self.density is not None:
+            if self.schedule != "spread":
+                raise ValueError(f"density={self.density!r} needs schedule='spread', got {self.schedule!r}")
+            density = self.density
+            if isinstance(density, bool) or not isinstance(density, (int, float)) or not 1 <= density < 100:
+                raise ValueError(f"density must be a number from 1 (even) up, got {density!r}")
+        if self.gap_ratio is not None:
+            ratio = self.gap_ratio
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < float("inf"):
+                raise ValueError(f"gap_ratio must be a number > 0, got {ratio!r}")
+        if self.calibrated_for is not None:
+            if self.schedule != "calibrated":
+                raise ValueError(f"calibrated_for={self.calibrated_for!r} needs schedule='calibrated'")
+            if not isinstance(self.calibrated_for, dict) or not all(
+                isinstance(k, str) for k in self.calibrated_for
+            ):
+                raise ValueError(
+                    f"calibrated_for must be a dict with string keys, got {self.calibrated_for!r}"
+                )
         if self.error_budget is not None:
             if self.schedule != "adaptive":
                 raise ValueError(f"error_budget={self.error_budget!r} needs schedule='adaptive'")
@@ -109,6 +148,32 @@ class TaylorSeerConfig:
     @property
     def effective_error_budget(self) -> float:
         return DEFAULT_ERROR_BUDGET if self.error_budget is None else float(self.error_budget)
+
+    def full_step_budget(self, num_steps: int) -> int:
+        """Full steps of the "spread" schedule in a run of `num_steps`: as many as the paper's rule
+        runs at this `interval` with warm-up `warmup` (default 3): 12 of 50 at interval 5."""
+        warmup = BUDGET_WARMUP if self.warmup is None else self.warmup
+        return len(full_step_indices(num_steps, self.interval, warmup))
+
+    def planned_full_steps(self, num_steps: int) -> list[int]:
+        """The full steps of a run of `num_steps` under this "spread", "fixed" or "calibrated" schedule
+        (with `final_full`); "adaptive" decides while sampling."""
+        if self.schedule == "adaptive":
+            raise ValueError("schedule='adaptive' decides its full steps while sampling")
+        if self.schedule == "spread":
+            return sorted(
+                set(self.spread_placement(num_steps)) | set(range(num_steps - self.final_full, num_steps))
+            )
+        return full_step_indices(
+            num_steps, self.interval, self.effective_warmup, self.final_full, self.full_steps
+        )
+
+    def spread_placement(self, num_steps: int, budget: int | None = None) -> list[int]:
+        """The "spread" schedule's full steps (`budget` of them, default `full_step_budget`)."""
+        budget = self.full_step_budget(num_steps) if budget is None else budget
+        leading = DEFAULT_LEADING if self.warmup is None else self.warmup
+        density = DEFAULT_DENSITY if self.density is None else float(self.density)
+        return spread(num_steps, budget, min(leading, budget), density)
 
     @property
     def effective_warmup(self) -> int:
@@ -155,6 +220,8 @@ class TaylorSeerConfig:
             abscissa="step",
             granularity="module",
             official_quirks=True,
+            gap_ratio=None,
+            schedule="fixed",
         )
 
     def to_dict(self) -> dict[str, Any]:

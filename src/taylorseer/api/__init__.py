@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from taylorseer.api.installation import Installation
-from taylorseer.api.pipelines import denoisers, is_pipeline, pipeline_clock
+from taylorseer.api.pipelines import denoisers, is_pipeline, pipeline_clock, warn_if_made_for_another
 from taylorseer.config import TaylorSeerConfig
 from taylorseer.core.clock import TimestepClock
 from taylorseer.runtime.calls import Clock, Runtime
@@ -123,6 +123,7 @@ def apply_taylorseer(model: Any, config: TaylorSeerConfig | None = None) -> Tayl
     models = denoisers(model) if is_pipeline(model) else [model]
     for each in models:
         _check_model(each)
+    warn_if_made_for_another(config.calibrated_for, model)
     arguments = [timestep_argument(each) for each in models]
     undo: list[Undo] = []
     try:

@@ -11,6 +11,7 @@ from torch import nn
 from taylorseer.core.budget import BudgetExceeded
 from taylorseer.runtime.calls import CallContext, Runtime
 from taylorseer.runtime.probe import Probe
+from taylorseer.runtime.recording import record
 from taylorseer.wiring.discovery import context_parallel_group, discover_blocks
 from taylorseer.wiring.forwards import Undo, wrap_forward
 from taylorseer.wiring.granularities import GRANULARITIES, Granularity, StreamsChangeShape
@@ -55,6 +56,7 @@ class Installation:
             try:
                 output = run_model()
                 self.strategy.finish(context, output)
+                record(context.step, context.branch, context.x, output)
                 return output
             except BudgetExceeded as exceeded:
                 self._downgrade(exceeded)

@@ -50,3 +50,29 @@ def pipeline_clock(pipe: Any) -> tuple[SchedulerClock | TimestepClock, list[Undo
             f"TaylorSeer is already applied to this {type(pipe).__name__}: remove() its handle first"
         )
     return hook_scheduler(scheduler)
+
+
+def describe(target: Any) -> dict[str, str]:
+    """What a calibrated schedule is specific to: the denoiser's class and, for a pipeline, the
+    scheduler's class (`TaylorSeerConfig.calibrated_for` keys "model_class" and "scheduler")."""
+    if not is_pipeline(target):
+        return {"model_class": type(target).__name__}
+    return {
+        "model_class": type(denoisers(target)[0]).__name__,
+        "scheduler": type(target.components.get("scheduler")).__name__,
+    }
+
+
+def warn_if_made_for_another(calibrated_for: dict[str, Any] | None, target: Any) -> None:
+    """Warn when a calibrated schedule is applied to another kind of model or scheduler."""
+    if not calibrated_for:
+        return
+    here = describe(target)
+    differing = [f"{key} {calibrated_for[key]!r}, not {value!r}" for key, value in here.items()
+                 if key in calibrated_for and calibrated_for[key] != value]  # fmt: skip
+    if differing:
+        warnings.warn(
+            f"this calibrated schedule was made for {'; '.join(differing)}: its placement may not suit "
+            "this model (run taylorseer calibrate for it)",
+            stacklevel=3,
+        )

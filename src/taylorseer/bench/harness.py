@@ -36,6 +36,8 @@ class Subject:
     transformer: nn.Module
     sample: Callable[[int], Tensor]  # steps -> images (N, 1, H, W) in [-1, 1], full compute
     scorer: Callable[[Tensor], dict[str, float]] | None = None  # images -> accuracy, FID-proxy
+    # calibration's sampler(config) on a few other seeds (None: full compute); None: not calibrated
+    calibration: Callable[[TaylorSeerConfig | None], Tensor] | None = None
 
 
 @dataclass
@@ -82,11 +84,7 @@ def our_methods(
     plain reuse at that schedule, the `calibrated` schedule, adaptive refresh at a few error
     budgets, and fewer steps at the default's number of evaluations."""
     default = default or TaylorSeerConfig()
-    from taylorseer.core.schedule import full_step_indices
-
-    evaluations = len(
-        full_step_indices(STEPS, default.interval, default.effective_warmup, 0, default.full_steps)
-    )
+    evaluations = len(default.planned_full_steps(STEPS))
     methods = [
         Method("full compute", "full"),
         Method("TaylorSeer official preset", "ours", config=paper_preset(family)),

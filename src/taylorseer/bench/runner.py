@@ -10,7 +10,7 @@ from pathlib import Path
 
 from taylorseer.bench import harness, report
 from taylorseer.bench.harness import Method, Row, Subject
-from taylorseer.calibrate import calibrated_config, spread, with_full_steps
+from taylorseer.calibrate import calibrate, calibrated_config, search, spread, with_full_steps
 from taylorseer.config import TaylorSeerConfig
 
 # The modules our granularity "module" caches, as regexes for diffusers' TaylorSeerCache.
@@ -64,8 +64,28 @@ def methods_for(subject: Subject, default: TaylorSeerConfig, with_peers: bool) -
         methods = harness.our_methods(subject.family, default)
         methods = [m for m in methods if m.label in LATENCY_ROWS or m.kind == "fewer-steps"]
     else:
-        methods = harness.our_methods(subject.family, default, calibrated_config(subject.name))
+        shipped = calibrated_config(subject.name) if subject.name in SHIPPED_SCHEDULES else None
+        methods = harness.our_methods(subject.family, default, shipped) + calibrations(subject, default)
     return methods + (peer_methods(subject.family, default) if with_peers else [])
+
+
+SHIPPED_SCHEDULES = ("dit-digits", "flux-digits")  # calibrated by the exhaustive search, shipped
+
+
+def calibrations(subject: Subject, default: TaylorSeerConfig) -> list[Method]:
+    """Rows of schedules calibrated here, on the subject's calibration seeds (not the bench's), at
+    the default's number of full steps: `calibrate` (a dozen runs) and the exhaustive `search`,
+    each labelled with what it cost."""
+    if subject.calibration is None:
+        return []
+    budget = len(default.planned_full_steps(harness.STEPS))  # as many full steps as the default
+    methods = []
+    for name, method in (("calibrated in 12 runs", calibrate), ("exhaustive search", search)):
+        config, cost = method(subject.calibration, default, harness.STEPS, budget)
+        label = f"ours: {name} ({cost['sampler_calls']} runs, {cost['seconds']:.0f} s)"
+        print(f"{subject.name:12s} {label}: full steps {list(config.full_steps)}", flush=True)
+        methods.append(Method(label, "ours", config=config))
+    return methods
 
 
 def at_equal_full_steps(default: TaylorSeerConfig) -> Callable[[list[Row]], list[Method]]:
@@ -94,28 +114,71 @@ def at_equal_full_steps(default: TaylorSeerConfig) -> Callable[[list[Row]], list
 
 
 def write(out: Path, results: dict[str, list[Row]], settings: dict, seconds: float) -> None:
+    """RESULTS.md (a table per model, the comparisons, what the FID-proxy can tell apart, the
+    plot), bench.json and pareto.png in the folder `out`."""
     out.mkdir(parents=True, exist_ok=True)
     report.save_json(out / "bench.json", results, settings)
     report.pareto_plot(out / "pareto.png", results)
-    command = settings["command"]
     parts = [
         "# Benchmark results",
         "",
-        f"Regenerate: `{command}` ({seconds / 60:.0f} min on this machine).",
+        f"Regenerate: `{settings['command']}` ({seconds / 60:.0f} min on this machine).",
         "",
     ]
     for name, rows in results.items():
         parts += [f"## {name}", "", report.markdown_table(rows), ""]
-    parts += ["## Targets", ""] + [f"- {line}" for line in report.targets(results)]
-    parts += ["", "Why a target is missed, as far as we can tell: the README's Results, docs/SCHEDULES.md."]
-    parts += ["", "![PSNR vs latency speedup](pareto.png)", ""]
+    parts += ["## Comparisons", ""] + [f"- {line}" for line in report.comparisons(results)]
+    samples = settings.get("samples")
+    fid = report.fid_note(results, samples)
+    if fid:
+        parts += ["", "## FID-proxy", "", FID_TEXT, ""] + [f"- {line}" for line in fid]
+    elif samples is not None and samples < subjects_fid_samples():
+        needs = subjects_fid_samples()
+        parts += ["", f"No FID-proxy: it needs {needs} samples or more, this run had {samples}."]
+    if "flux-large" in results:
+        parts += ["", "## flux-large", "", FLUX_LARGE_TEXT]
+    parts += ["", "![PSNR vs FLOPs speedup](pareto.png)", ""]
     (out / "RESULTS.md").write_text("\n".join(parts))
 
 
+FLUX_LARGE_TEXT = (
+    "flux-large is a FLUX-architecture transformer with random weights and 1024 image tokens: it is "
+    "here to measure speed where compute dominates (latency against FLOPs), not fidelity. Its PSNR rows "
+    "do not carry over to trained models: there, per-module forecasts win by a wide margin over "
+    "whole-output ones, while on every trained model in this table (dit-digits, flux-digits and "
+    "flux-heldout, which took part in no choice) the whole-output default is as good or better than "
+    "`granularity=\"module\"` at a fraction of its cache memory. We have not found why random weights "
+    "favour per-module forecasts. If your model behaves like flux-large, `granularity=\"module\"` is "
+    "one setting away; compare both on a few samples with `taylorseer calibrate`-style runs first."
+)
+
+
+FID_TEXT = (
+    "The FID-proxy is the Frechet distance between the features of the bundled digit classifier for "
+    "the samples and for real held-out digits (lower = closer to real digits). It compares each method "
+    "with real digits, not with full compute, and on these 16x16 digit models it was seen to drop as "
+    "caching gets more aggressive, so a lower value need not mean a better method: read it next to the "
+    "PSNR. Its sampling noise at this number of samples:"
+)
+
+
+def subjects_fid_samples() -> int:
+    """The fewest samples the FID-proxy is computed on (`subjects.FID_MIN_SAMPLES`)."""
+    from taylorseer.bench.subjects import FID_MIN_SAMPLES
+
+    return FID_MIN_SAMPLES
+
+
 def main(args: argparse.Namespace) -> int:
+    """`taylorseer bench`: every method on each of `args.models`; writes into `args.out`."""
     from taylorseer.bench import subjects
 
     start = time.perf_counter()
+    if args.samples < subjects.FID_MIN_SAMPLES:
+        print(
+            f"note: no FID-proxy: it fits a covariance of {subjects.FID_MIN_SAMPLES - 1} classifier features "
+            f"and needs --samples {subjects.FID_MIN_SAMPLES} or more, got {args.samples}"
+        )
     default = TaylorSeerConfig()
     results: dict[str, list[Row]] = {}
     for name in args.models:
@@ -125,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
             subject = subjects.bundled_subject(name, args.samples, args.seed, args.scorer)
         follow_ups = None if name == "flux-large" else at_equal_full_steps(default)
         methods = methods_for(subject, default, not args.no_peers)
-        results[name] = methods.run(subject, methods, args.repeats, follow_ups=follow_ups)
+        results[name] = harness.run(subject, methods, args.repeats, follow_ups=follow_ups)
     settings = dict(
         command=" ".join(["taylorseer bench", *args.argv]), samples=args.samples, seed=args.seed,
         repeats=args.repeats, steps=harness.STEPS, default=default.to_dict(),
@@ -169,10 +232,13 @@ def sweep(args: argparse.Namespace) -> int:
     lines = [
         "# Interval x order sweep on dit-digits (official preset, DDIM 50, CFG 4)",
         "",
-        f"Each cell: FLOPs speedup / FID-proxy over {args.samples} samples (lower is better). Full "
-        f"compute: FID-proxy {base['fid_proxy']:.2f}, accuracy {base['accuracy']:.1%}.",
+        f"Each cell: FLOPs speedup / FID-proxy over {args.samples} samples (lower = closer to real "
+        f"digits). Full compute: FID-proxy {base['fid_proxy']:.2f}, accuracy {base['accuracy']:.1%}. "
+        f"The FID-proxy's sampling noise at this number of samples is +-{base['fid_proxy_noise']:.2f} "
+        "(bootstrap standard deviation for full compute): differences smaller than about twice that do "
+        "not separate two cells.",
         "",
-        f"Regenerate: `taylorseer bench --sweep --samples {args.samples}` "
+        f"Regenerate: `{' '.join(['taylorseer bench', *args.argv])}` "
         f"({(time.perf_counter() - start) / 60:.0f} min on this machine).",
         "",
         "| interval | " + " | ".join(f"order {o}" for o in orders) + " |",

@@ -7,23 +7,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import FluxTransformer2DModel
 from torch import Tensor
 
-from taylorseer.bench.harness import Subject
+from taylorseer.api import maybe_applied
+from taylorseer.bench.harness import STEPS, Subject
 from taylorseer.bench.metrics import frechet_distance
+from taylorseer.config import TaylorSeerConfig
 from taylorseer.models import flux_digits
 from taylorseer.models.bundled import load_bundled
-from taylorseer.models.classifier import load_classifier
+from taylorseer.models.classifier import FEATURES, load_classifier
 from taylorseer.models.digits import load_digits
 from taylorseer.models.weights import bundled_path
 
-FAMILIES = {"dit-digits": "dit", "flux-digits": "flux"}
+FAMILIES = {"dit-digits": "dit", "flux-digits": "flux", "flux-heldout": "flux"}
+CALIBRATION_SAMPLES = 4  # calibration runs on these few samples, from seeds apart from the bench's
+CALIBRATION_SEED_OFFSET = 10_000
+# The FID-proxy fits a covariance of the classifier's features to the samples: below one sample
+# more than there are features it is singular (and at 1 sample undefined), so the column is left out.
+FID_MIN_SAMPLES = FEATURES + 1
+BOOTSTRAP = 20  # resamplings of the samples that estimate the FID-proxy's sampling noise
 
 
-def digit_scorer() -> Callable[[Tensor, Tensor], dict[str, float]]:
-    """(images (N, 1, 16, 16), requested labels (N,)) -> classifier accuracy and FID-proxy to the
-    real held-out digits."""
+def digit_scorer(fid: bool = True) -> Callable[[Tensor, Tensor], dict[str, float]]:
+    """(images (N, 1, 16, 16), requested labels (N,)) -> classifier accuracy and, with `fid`,
+    the FID-proxy to the real held-out digits and its sampling noise (`fid_proxy_noise`: the
+    standard deviation of the FID-proxy over bootstrap resamplings of the N images)."""
     classifier = load_classifier(bundled_path("digit-classifier") / "model.safetensors")
     real, _ = load_digits("held_out")
     with torch.no_grad():
@@ -32,7 +40,14 @@ def digit_scorer() -> Callable[[Tensor, Tensor], dict[str, float]]:
     @torch.no_grad()
     def scorer(images: Tensor, labels: Tensor) -> dict[str, float]:
         accuracy = (classifier(images).argmax(1) == labels).float().mean().item()
-        return dict(accuracy=accuracy, fid_proxy=frechet_distance(classifier.features(images), real_features))
+        if not fid:
+            return dict(accuracy=accuracy)
+        features = classifier.features(images)
+        seeded = torch.Generator().manual_seed(0)
+        draws = torch.randint(len(features), (BOOTSTRAP, len(features)), generator=seeded)
+        noise = torch.tensor([frechet_distance(features[draw], real_features) for draw in draws]).std()
+        distance = frechet_distance(features, real_features)
+        return dict(accuracy=accuracy, fid_proxy=distance, fid_proxy_noise=noise.item())
 
     return scorer
 
@@ -78,16 +93,24 @@ def _projected(features: Any) -> Tensor:
 
 def bundled_subject(name: str, samples: int, seed: int, clip_folder: Path | None = None) -> Subject:
     """A bundled model sampling `samples` digits (classes cycling 0-9) from fixed seeds; with
-    `clip_folder`, the CLIP score of each image against "a handwritten digit <label>" too."""
+    `clip_folder`, the CLIP score of each image against "a handwritten digit <label>" too. With
+    fewer than `FID_MIN_SAMPLES` samples there is no FID-proxy."""
     generator = load_bundled(name)
     labels = torch.arange(samples) % 10
     noise = generator.noise(samples, seed)
-    digits = digit_scorer()
+    digits = digit_scorer(fid=samples >= FID_MIN_SAMPLES)
     clip = clip_scorer(clip_folder) if clip_folder is not None else None
     prompts = [f"a handwritten digit {label}" for label in labels.tolist()]
 
     def scorer(images: Tensor) -> dict[str, float]:
         return {**digits(images, labels), **(clip(images, prompts) if clip else {})}
+
+    calibration_noise = generator.noise(CALIBRATION_SAMPLES, seed + CALIBRATION_SEED_OFFSET)
+    calibration_labels = torch.arange(CALIBRATION_SAMPLES) % 10
+
+    def calibration(config: TaylorSeerConfig | None) -> Tensor:
+        with maybe_applied(generator.transformer, config):
+            return generator.sample(calibration_noise, calibration_labels, steps=STEPS)
 
     return Subject(
         name=name,
@@ -95,6 +118,7 @@ def bundled_subject(name: str, samples: int, seed: int, clip_folder: Path | None
         transformer=generator.transformer,
         sample=lambda steps: generator.sample(noise, labels, steps=steps),
         scorer=scorer,
+        calibration=calibration,
     )
 
 
@@ -108,6 +132,8 @@ LARGE_LATENT = (4, 64, 64)  # packed 2x2: 1024 image tokens
 
 def large_flux_subject(seed: int = 0, batch: int = 1) -> Subject:
     """A random-weight FLUX transformer with 1024 image tokens, where compute dominates."""
+    from diffusers import FluxTransformer2DModel
+
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(**LARGE_FLUX).eval()
     conditioning = flux_digits.ClassConditioning(joint_dim=256, pooled_dim=256).eval()

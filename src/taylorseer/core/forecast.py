@@ -59,10 +59,30 @@ def forecast_weights(abscissae: list[float], num_factors: int, x: float, form: s
     return weights
 
 
+def usable_factors(abscissae: list[float], x: float, gap_ratio: float | None) -> int:
+    """How many factors a forecast at `x` uses: all, or (with `gap_ratio`) c_0..c_j for the largest
+    j whose points x_0..x_j span at least |x - x_0| / gap_ratio — a derivative is not extrapolated
+    much farther than the steps it was measured over (c_0 alone, reuse, is always allowed)."""
+    if gap_ratio is None:
+        return len(abscissae)
+    reach = abs(x - abscissae[0])
+    count = 1
+    while count < len(abscissae) and reach <= gap_ratio * abs(abscissae[0] - abscissae[count]):
+        count += 1
+    return count
+
+
 def predict(
-    factors: list[Tensor], abscissae: list[float], x: float, form: str, dtype: torch.dtype | None = None
+    factors: list[Tensor],
+    abscissae: list[float],
+    x: float,
+    form: str,
+    dtype: torch.dtype | None = None,
+    gap_ratio: float | None = None,
 ) -> Tensor:
-    """The feature forecast at abscissa `x` from its factors, in `dtype` (default: the factors')."""
+    """The feature forecast at abscissa `x` from its factors, in `dtype` (default: the factors'),
+    truncated by `usable_factors` when `gap_ratio` is given."""
+    factors = factors[: usable_factors(abscissae, x, gap_ratio)]
     weights = forecast_weights(abscissae, len(factors), x, form)
     out = factors[0].to(dtype or factors[0].dtype, copy=True)
     for weight, factor in zip(weights[1:], factors[1:]):

@@ -55,3 +55,23 @@ def full_step_indices(
         for step in range(num_steps)
         if is_full_step(step, interval, warmup, final_full, num_steps, full_steps)
     ]
+
+
+def spread(num_steps: int, budget: int, leading: int, density: float = 1.0) -> list[int]:
+    """`budget` full steps: the first `leading`, the rest spread up to the last step.
+
+    `density` 1 spaces the rest evenly; above 1 the gaps shrink toward the end of the run
+    (position = 1 - (1 - u) ** density of the remaining span, for u evenly spaced in (0, 1]).
+    """
+    if not 1 <= leading <= budget <= num_steps:
+        raise ValueError(f"need 1 <= leading ({leading}) <= budget ({budget}) <= num_steps ({num_steps})")
+    if density < 1:
+        raise ValueError(f"density must be >= 1, got {density}")
+    rest = budget - leading
+    span = num_steps - leading  # positions leading .. num_steps - 1
+    steps = list(range(leading))
+    for k in range(1, rest + 1):
+        position = leading - 1 + round(span * (1 - (1 - k / rest) ** density))
+        lowest, highest = steps[-1] + 1, num_steps - 1 - (rest - k)  # keep room for the others
+        steps.append(min(max(position, lowest), highest))
+    return steps

@@ -66,20 +66,22 @@ def _load_dit() -> DigitGenerator:
     return DigitGenerator("dit-digits", model, 4.0, run)
 
 
-def _load_flux() -> DigitGenerator:
+def _load_flux(name: str) -> DigitGenerator:
     from taylorseer.models import flux_digits
 
-    transformer, conditioning = flux_digits.load(bundled_path("flux-digits"))
+    transformer, conditioning = flux_digits.load(bundled_path(name))
 
     def run(noise: Tensor, labels: Tensor, **options) -> Tensor:
         return flux_digits.sample(transformer, conditioning, noise, labels, **options)
 
-    return DigitGenerator("flux-digits", transformer, 3.0, run)
+    return DigitGenerator(name, transformer, 3.0, run)
 
 
 BUNDLED_MODELS: dict[str, Callable[[], DigitGenerator]] = {
     "dit-digits": _load_dit,
-    "flux-digits": _load_flux,
+    "flux-digits": lambda: _load_flux("flux-digits"),
+    # Another depth, width and seed, same recipe and sampler: it takes part in no choice of ours.
+    "flux-heldout": lambda: _load_flux("flux-heldout"),
 }
 
 

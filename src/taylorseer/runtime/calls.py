@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -68,8 +69,9 @@ class Runtime:
         self.clock = clock if clock is not None else TimestepClock()
         self.run: int | None = None  # the clock's run that this state belongs to
         self.num_steps: int | None = None  # the current run's length, when known
+        self.spread: frozenset[int] | None = None  # the current run's full steps under "spread"
         dtype = getattr(torch, config.factors_dtype) if config.factors_dtype else None
-        self.rule = ForecastRule(config.form, config.order, dtype)
+        self.rule = ForecastRule(config.form, config.order, dtype, config.gap_ratio)
         self.budget = MemoryBudget(config.memory_budget)
         self.granularity = config.granularity  # may turn leaner to fit the memory budget
         self.features: list[CachedFeature] = []
@@ -111,6 +113,7 @@ class Runtime:
         if self.clock.run != self.run:
             self._forget()
             self.run, self.num_steps = self.clock.run, self._run_length()
+            self.spread = self._spread_steps()
         step, branch = self.clock.step, self.clock.branch
         full = self._scheduled_full(step, branch) or self.ready.get(branch) != signature
         if full and branch in self.ready and self.ready[branch] != signature:
@@ -176,6 +179,21 @@ class Runtime:
             )
         return num_steps
 
+    def _spread_steps(self) -> frozenset[int] | None:
+        """The "spread" schedule's full steps for this run; None when it does not apply."""
+        config = self.config
+        if config.schedule != "spread":
+            return None
+        if self.num_steps is None:
+            warnings.warn(
+                "TaylorSeer's default schedule 'spread' places the full steps over the run and needs its "
+                "length: give TaylorSeerConfig(num_steps=...) or handle.run(num_steps=...); this run "
+                "uses the paper's fixed placement",
+                stacklevel=5,
+            )
+            return None
+        return frozenset(config.planned_full_steps(self.num_steps))
+
     def _scheduled_full(self, step: int, branch: int) -> bool:
         config = self.config
         num_steps = self.num_steps
@@ -185,6 +203,8 @@ class Runtime:
             since_full = step - self.last_full.get(branch, -config.interval)
             final = num_steps is not None and step >= num_steps - config.final_full
             return step < config.effective_warmup or since_full >= config.interval or final
+        if self.spread is not None:
+            return step in self.spread
         return is_full_step(
             step, config.interval, config.effective_warmup, config.final_full, num_steps,
             config.full_steps,

@@ -117,11 +117,13 @@ def train_loop(
     return losses
 
 
-def run_script(train: Callable[[int, int, Path], None], doc: str | None, steps: int, out: Path) -> None:
+def run_script(
+    train: Callable[[int, int, Path], None], doc: str | None, steps: int, out: Path, seed: int = 0
+) -> None:
     """The command line of a generator's training script: --steps, --seed, --threads, --out."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=seed)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=out)
     args = parser.parse_args()

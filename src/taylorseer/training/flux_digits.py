@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
@@ -45,17 +46,25 @@ def flow_matching_loss(
     return ((velocity(transformer, x_sigma, sigma, text, pooled) - (noise - x0)) ** 2).mean()
 
 
-def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
+def train(
+    steps: int,
+    seed: int,
+    out: Path,
+    batch_size: int = 128,
+    config: dict[str, Any] = TRANSFORMER_CONFIG,
+    name: str = "flux-digits",
+) -> None:
+    """Train a FluxTransformer2DModel of `config` (and class embeddings) and save it to `out`."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     images, labels = load_digits("train")
-    transformer = FluxTransformer2DModel(**TRANSFORMER_CONFIG)
+    transformer = FluxTransformer2DModel(**config)
     conditioning = ClassConditioning()
     modules = torch.nn.ModuleList([transformer, conditioning])
     ema = copy.deepcopy(modules).requires_grad_(False)
     optimizer = torch.optim.AdamW(modules.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.05)
-    log = TrainingLog("flux-digits", steps=steps, seed=seed, batch_size=batch_size, config=TRANSFORMER_CONFIG)
+    log = TrainingLog(name, steps=steps, seed=seed, batch_size=batch_size, config=config)
 
     def loss_fn(batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch  # (B, 1, 16, 16) images in [-1, 1], (B,) class labels

@@ -1,0 +1,67 @@
+"""Recording a run's model outputs, for offline estimates of what a schedule would cost.
+
+Inside `with recording(elements) as trajectory:`, every full call of a cached model adds the
+output of the whole model (a fixed random subset of at most `elements` of its values, the same
+subset at every step) to `trajectory`, keyed by guidance branch, with its step and abscissa.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_leaves
+
+
+@dataclass
+class Trajectory:
+    """Per branch: the steps, their abscissae and the recorded output values (steps, elements)."""
+
+    elements: int
+    seed: int = 0
+    steps: dict[int, list[int]] = field(default_factory=dict)
+    abscissae: dict[int, list[float]] = field(default_factory=dict)
+    values: dict[int, list[Tensor]] = field(default_factory=dict)
+    _subset: Tensor | None = None
+
+    def add(self, step: int, branch: int, x: float, output: Any) -> None:
+        flat = torch.cat(
+            [t.detach().reshape(-1).double().cpu() for t in tree_leaves(output) if isinstance(t, Tensor)]
+        )
+        if self._subset is None:
+            generator = torch.Generator().manual_seed(self.seed)
+            count = min(self.elements, flat.numel())
+            self._subset = torch.randperm(flat.numel(), generator=generator)[:count].sort().values
+        self.steps.setdefault(branch, []).append(step)
+        self.abscissae.setdefault(branch, []).append(x)
+        self.values.setdefault(branch, []).append(flat[self._subset])
+
+    def stacked(self, branch: int) -> Tensor:
+        """(recorded steps, elements) of one branch."""
+        return torch.stack(self.values[branch])
+
+
+_ACTIVE: ContextVar[Trajectory | None] = ContextVar("taylorseer_recording", default=None)
+
+
+@contextlib.contextmanager
+def recording(elements: int = 65536, seed: int = 0) -> Iterator[Trajectory]:
+    """Record the model outputs of every full call made inside the block."""
+    trajectory = Trajectory(elements, seed)
+    token = _ACTIVE.set(trajectory)
+    try:
+        yield trajectory
+    finally:
+        _ACTIVE.reset(token)
+
+
+def record(step: int, branch: int, x: float, output: Any) -> None:
+    """Called after each full call of a cached model: adds it to the active recording, if any."""
+    trajectory = _ACTIVE.get()
+    if trajectory is not None:
+        trajectory.add(step, branch, x, output)
