@@ -114,3 +114,27 @@ def test_cli_generate_on_a_video_pipeline_folder(cases, tmp_path, capsys):
     assert main([*arguments, "--width", "64", "--frames", "5", "--output", str(output)]) == 0
     assert output.read_bytes()[:4] == b"\x89PNG" and output.with_suffix(".mp4").stat().st_size > 0
     assert "the videos side by side" in capsys.readouterr().out
+
+
+def test_cli_calibrate_on_a_pipeline_folder_records_what_it_was_made_for(cases, tmp_path, capsys):
+    from taylorseer.cli import main
+
+    folder = tmp_path / "wan"
+    cases("wan").pipe.save_pretrained(folder)
+    output = tmp_path / "schedule.json"
+    arguments = ["calibrate", "--model", str(folder), "--prompt", "a photo of a cat", "--steps", "8"]
+    sizes = ["--height", "64", "--width", "64", "--frames", "5"]
+    assert main([*arguments, *sizes, "--samples", "1", "--max-calls", "4", "--output", str(output)]) == 0
+    printed = capsys.readouterr()
+    assert "4 sampling runs" in printed.out and "held-out seeds: PSNR" in printed.out
+    assert "calibration: sampling runs" in printed.err  # the progress bar, with its total
+    config = TaylorSeerConfig.from_json(output)
+    assert config.schedule == "calibrated" and config.num_steps == 8
+    assert len(config.full_steps) == TaylorSeerConfig().full_step_budget(8)
+    made_for = config.calibrated_for
+    assert made_for["scheduler"] == "FlowMatchEulerDiscreteScheduler"
+    assert made_for["model_class"] == "WanTransformer3DModel" and made_for["model"] == str(folder)
+    flux = cases("flux")
+    warning = "made for model_class 'WanTransformer3DModel', not 'FluxTransformer2DModel'"
+    with pytest.warns(UserWarning, match=warning):
+        apply_taylorseer(flux.pipe, config).remove()

@@ -94,7 +94,8 @@ def our_methods(
         if granularity != default.granularity:
             config = dataclasses.replace(default, granularity=granularity)
             methods.append(Method(f"ours: granularity {granularity}", "ours", config=config))
-    reuse = dataclasses.replace(default, order=0, warmup=default.effective_warmup)
+    same_steps = tuple(default.planned_full_steps(STEPS))
+    reuse = dataclasses.replace(default, order=0, schedule="calibrated", full_steps=same_steps, density=None)
     methods.append(Method("FORA (order 0, same schedule)", "ours", config=reuse))
     if calibrated is not None:
         methods.append(Method("ours: calibrated", "ours", config=calibrated))

@@ -34,6 +34,8 @@ def add_command(commands: Any) -> None:
         "--model", default="dit-digits", help="a bundled model, or a diffusers pipeline folder"
     )
     command.add_argument("--prompt", action="append", help="pipelines: a prompt (repeat for more)")
+    for size in ("height", "width", "frames"):
+        command.add_argument(f"--{size}", type=int, help=f"pipelines: the {size} to sample at")
     command.add_argument("--steps", type=int, default=50, help="sampling steps")
     command.add_argument(
         "--budget", type=int, help="full steps to place (default: as many as the default config runs)"
@@ -64,8 +66,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise ValueError(
                 f"--samples must be >= 1 and --max-calls >= 3, got {args.samples}, {args.max_calls}"
             )
-        if bundled and args.prompt:
-            raise ValueError(f"--prompt is for diffusers pipelines, not the bundled model {args.model!r}")
+        given = [f"--{name}" for name in ("prompt", "height", "width", "frames") if getattr(args, name)]
+        if bundled and given:
+            raise ValueError(f"{', '.join(given)}: for diffusers pipelines, not the bundled {args.model!r}")
         if not bundled and not (Path(args.model) / "model_index.json").is_file():
             raise ValueError(
                 f"--model {args.model!r}: no such bundled model ({', '.join(sorted(BUNDLED_MODELS))}) and no "
@@ -144,6 +147,8 @@ def _pipeline(args: argparse.Namespace) -> tuple[Any, Callable[[int], Sampler]]:
     pipe = DiffusionPipeline.from_pretrained(args.model, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     prompts = args.prompt or ["a photo of a cat"]
+    sizes = dict(height=args.height, width=args.width, num_frames=args.frames)
+    call_kwargs = {name: value for name, value in sizes.items() if value is not None}
 
     def samplers(seed: int) -> Sampler:
         def sample(config: TaylorSeerConfig | None) -> Tensor:
@@ -153,7 +158,7 @@ def _pipeline(args: argparse.Namespace) -> tuple[Any, Callable[[int], Sampler]]:
                     for k in range(args.samples):
                         generator = torch.Generator(device).manual_seed(seed + k)
                         result = pipe(prompt=prompt, num_inference_steps=args.steps, generator=generator,
-                                      output_type="latent")  # fmt: skip
+                                      output_type="latent", **call_kwargs)  # fmt: skip
                         latents = result.images if hasattr(result, "images") else result.frames
                         outputs.append(latents.float().cpu())
             return torch.cat(outputs)
