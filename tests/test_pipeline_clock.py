@@ -33,6 +33,7 @@ from tiny_pipelines import (  # noqa: E402
     build_sd3,
     build_wan,
     build_wan22,
+    built_once,
 )
 
 pytestmark = [pytest.mark.system, pytest.mark.usefixtures("one_thread")]
@@ -60,14 +61,7 @@ BUILDERS: dict[str, Callable[..., Case]] = {
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory) -> Callable[[str], Case]:
-    built: dict[str, Case] = {}
-
-    def case(name: str) -> Case:
-        if name not in built:
-            built[name] = BUILDERS[name](tmp_path_factory.mktemp(name))
-        return built[name]
-
-    return case
+    return built_once(BUILDERS, tmp_path_factory)
 
 
 def denoisers(pipe) -> list[nn.Module]:

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer  # noqa: E402
-from tiny_pipelines import BUILDERS, TEXT, Case  # noqa: E402
+from tiny_pipelines import BUILDERS, TEXT, Case, built_once  # noqa: E402
 
 pytestmark = [pytest.mark.system, pytest.mark.usefixtures("one_thread")]
 
@@ -23,14 +23,7 @@ GRANULARITIES = ("model", "module", "block", "stack")
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory) -> Callable[[str], Case]:
-    built: dict[str, Case] = {}
-
-    def case(name: str) -> Case:
-        if name not in built:
-            built[name] = BUILDERS[name](tmp_path_factory.mktemp(name))
-        return built[name]
-
-    return case
+    return built_once(BUILDERS, tmp_path_factory)
 
 
 def relative_error(output: Tensor, reference: Tensor) -> float:

@@ -238,3 +238,15 @@ def build_flux_bf16(folder: Any) -> Case:
         return given | {name: given[name].to(torch.bfloat16) for name in embeds}
 
     return Case(pipe, inputs, calls_per_step=1)
+
+
+def built_once(builders: dict[str, Callable[[Any], Case]], tmp_path_factory: Any) -> Callable[[str], Case]:
+    """`case(name)`: the pipeline `builders[name]` builds, built on first use (in its own temp folder)."""
+    built: dict[str, Case] = {}
+
+    def case(name: str) -> Case:
+        if name not in built:
+            built[name] = builders[name](tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return case
