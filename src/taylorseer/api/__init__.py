@@ -14,7 +14,6 @@ from taylorseer.api.pipelines import denoisers, is_pipeline, pipeline_clock, war
 from taylorseer.config import TaylorSeerConfig
 from taylorseer.core.clock import TimestepClock
 from taylorseer.runtime.calls import Clock, Runtime
-from taylorseer.runtime.stats import RunStats
 from taylorseer.wiring.discovery import timestep_argument
 from taylorseer.wiring.forwards import Undo, is_wrapped
 from taylorseer.wiring.model_hook import hook_model
@@ -36,18 +35,16 @@ class TaylorSeerHandle:
         full_calls, forecast_calls, nonfinite_fallbacks (forecasts that overflowed and were
         recomputed), probe_refreshes (adaptive: forecasts the probe turned full), steps,
         granularity, cached_modules, cache_bytes (bytes of factors held now)."""
-        counts = RunStats()
-        for runtime in self._runtimes:
-            for name, value in runtime.counts.as_dict().items():
-                setattr(counts, name, getattr(counts, name) + value)
-        granularities = dict.fromkeys(runtime.granularity for runtime in self._runtimes)
-        return dict(
-            counts.as_dict(),
-            steps=self._clock.steps,
-            granularity=",".join(granularities),
-            cached_modules=sum(len(runtime.features) for runtime in self._runtimes),
-            cache_bytes=sum(f.nbytes for runtime in self._runtimes for f in runtime.features),
-        )
+        per_model = [runtime.stats for runtime in self._runtimes]
+
+        def merged(key: str) -> Any:
+            if key == "steps":  # the models share one clock
+                return per_model[0][key]
+            if key == "granularity":
+                return ",".join(dict.fromkeys(stats[key] for stats in per_model))
+            return sum(stats[key] for stats in per_model)
+
+        return {key: merged(key) for key in per_model[0]}
 
     def reset(self) -> None:
         """Drop every cached factor; the next call starts a new run (for a pipeline: runs in full)."""
