@@ -52,10 +52,10 @@ class DigitGenerator:
         return to_images(latents)
 
 
-def _load_dit() -> DigitGenerator:
+def _load_dit(name: str) -> DigitGenerator:
     from taylorseer.models.dit import DiT, sample
 
-    folder = bundled_path("dit-digits")
+    folder = bundled_path(name)
     model = DiT(**json.loads((folder / "config.json").read_text()))
     model.load_state_dict(load_safetensors(folder / "model.safetensors", model.state_dict()))
     model.eval()
@@ -63,7 +63,7 @@ def _load_dit() -> DigitGenerator:
     def run(noise: Tensor, labels: Tensor, **options) -> Tensor:
         return sample(model, noise, labels, sampler="ddim", **options)
 
-    return DigitGenerator("dit-digits", model, 4.0, run)
+    return DigitGenerator(name, model, 4.0, run)
 
 
 def _load_flux(name: str) -> DigitGenerator:
@@ -78,9 +78,10 @@ def _load_flux(name: str) -> DigitGenerator:
 
 
 BUNDLED_MODELS: dict[str, Callable[[], DigitGenerator]] = {
-    "dit-digits": _load_dit,
+    "dit-digits": lambda: _load_dit("dit-digits"),
     "flux-digits": lambda: _load_flux("flux-digits"),
-    # Another depth, width and seed, same recipe and sampler: it takes part in no choice of ours.
+    # Another depth, width and seed each, same recipe and sampler: they take part in no choice of ours.
+    "dit-heldout": lambda: _load_dit("dit-heldout"),
     "flux-heldout": lambda: _load_flux("flux-heldout"),
 }
 

@@ -63,16 +63,24 @@ def hybrid_loss(model: DiT, diffusion: GaussianDiffusion, x0: Tensor, labels: Te
     return (mse + vb).mean()
 
 
-def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
+def train(
+    steps: int,
+    seed: int,
+    out: Path,
+    batch_size: int = 128,
+    architecture: dict | None = None,
+    name: str = "dit-digits",
+) -> None:
+    architecture = ARCHITECTURE if architecture is None else architecture
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     images, labels = load_digits("train")
-    model = DiT(**ARCHITECTURE)
+    model = DiT(**architecture)
     ema = copy.deepcopy(model).requires_grad_(False)
     diffusion = GaussianDiffusion("1000")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.05)
-    log = TrainingLog("dit-digits", steps=steps, seed=seed, batch_size=batch_size, architecture=ARCHITECTURE)
+    log = TrainingLog(name, steps=steps, seed=seed, batch_size=batch_size, architecture=architecture)
 
     def loss_fn(batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch  # (B, 1, 16, 16) images in [-1, 1], (B,) class labels
@@ -82,7 +90,7 @@ def train(steps: int, seed: int, out: Path, batch_size: int = 128) -> None:
     train_loop(model, ema, loss_fn, data, optimizer, schedule, steps, log)
     out.mkdir(parents=True, exist_ok=True)
     save_file(ema.state_dict(), str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(ARCHITECTURE, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(architecture, indent=2) + "\n")
     log.save(out)
 
 

@@ -77,8 +77,10 @@ def main() -> None:
     lines += [
         "",
         f"Accuracy and FID-proxy over {args.per_class * 10} full-compute samples ({args.per_class} per class,"
-        " 50 steps: DDIM for `dit-digits` at CFG 4, Euler with shift 3 for `flux-digits` at CFG 3). The",
-        f"FID-proxy of the real training digits to the held-out ones, the floor, is {floor:.2f}.",
+        " 50 steps: DDIM for the `dit-` models at CFG 4, Euler with shift 3 for the `flux-` models at",
+        f"CFG 3). The FID-proxy of the real training digits to the held-out ones, the floor, is {floor:.2f}.",
+        "`dit-heldout` and `flux-heldout` (other depths, widths and seeds than `dit-digits` and",
+        "`flux-digits`) take part in no choice of defaults: they check that the choices carry over.",
         "",
         "Digit classifier (`python -m taylorseer.training.classifier`): "
         f"{classifier_record['settings']['steps']} steps, "
