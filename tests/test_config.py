@@ -13,6 +13,7 @@ from taylorseer.config import (
     FACTOR_DTYPES,
     FORMS,
     GRANULARITIES,
+    SAMPLERS,
     SCHEDULES,
 )
 
@@ -119,6 +120,7 @@ FIELD_VALUES = {
     "error_budget": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
     "gap_ratio": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
     "density": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
+    "sampler": st.one_of(st.none(), st.sampled_from(SAMPLERS), ANYTHING),
     "calibrated_for": st.one_of(
         st.none(), st.dictionaries(st.text(max_size=5), ANYTHING, max_size=2), ANYTHING
     ),

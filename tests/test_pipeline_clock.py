@@ -22,6 +22,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer  # noqa: E402
 from taylorseer.core.schedule import full_step_indices  # noqa: E402
+from taylorseer.runtime.recording import recording  # noqa: E402
 from taylorseer.wiring.forwards import is_wrapped  # noqa: E402
 from tiny_pipelines import (  # noqa: E402
     TEXT,
@@ -345,12 +346,15 @@ def test_a_pipeline_without_a_transformer_is_refused():
     assert "step" not in vars(scheduler) and "set_timesteps" not in vars(scheduler)
 
 
-def test_the_default_spread_schedule_takes_the_runs_length_from_the_scheduler(cases):
-    """No num_steps given: the spread placement for each run length the scheduler reports."""
-    case = cases("flux")
+@pytest.mark.parametrize(("name", "sampler"), [("flux", "flow"), ("pixart", "diffusion")])
+def test_the_default_spread_schedule_follows_the_pipelines_scheduler(cases, name, sampler):
+    """No num_steps, no sampler given: the placement of the scheduler's kind of sampler, for each
+    run length the scheduler reports."""
+    case = cases(name)
     for steps in (20, 9):
-        with apply_taylorseer(case.pipe) as handle:
+        with apply_taylorseer(case.pipe) as handle, recording() as trajectory:
             case(steps)
             stats = handle.stats
-        expected = TaylorSeerConfig().spread_placement(steps)
-        assert stats["steps"] == steps and stats["full_steps"] == len(expected)
+        assert handle.config.sampler == sampler
+        expected = TaylorSeerConfig(sampler=sampler).spread_placement(steps)
+        assert stats["steps"] == steps and trajectory.steps[0] == expected

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from taylorseer import TaylorSeerConfig
-from taylorseer.config import DEFAULT_DENSITY, DEFAULT_LEADING
+from taylorseer.config import DIFFUSION_SHAPE
 from taylorseer.core.schedule import full_step_indices, spread
 from taylorseer.runtime.calls import Runtime, forecast_verdict
 
@@ -130,16 +130,30 @@ def test_verdict_is_one_scalar_nan_when_not_finite():
     assert math.isnan(forecast_verdict(torch.tensor([math.inf]), torch.tensor(0.25)))
 
 
-def test_the_default_spread_schedule_runs_the_papers_count_and_ends_full():
-    runtime = with_feature(TaylorSeerConfig(interval=5, num_steps=50))
+@pytest.mark.parametrize("sampler", [None, "flow", "diffusion"])
+def test_the_default_spread_schedule_runs_the_papers_count_and_ends_full(sampler):
+    expected = TaylorSeerConfig(sampler=sampler).spread_placement
+    runtime = with_feature(TaylorSeerConfig(interval=5, num_steps=50, sampler=sampler))
     full = [step for step, t in enumerate(range(50, 0, -1)) if call(runtime, t).full]
     assert len(full) == len(full_step_indices(50, 5, 3)) == 12  # no more than the paper's schedule
-    assert full == spread(50, 12, DEFAULT_LEADING, DEFAULT_DENSITY) and full[-1] == 49
+    assert full == expected(50) and full[-1] == 49
     assert TaylorSeerConfig(interval=3).full_step_budget(28) == 11
-    runtime = with_feature(TaylorSeerConfig(interval=5, num_steps=28, final_full=2))
+    runtime = with_feature(TaylorSeerConfig(interval=5, num_steps=28, final_full=2, sampler=sampler))
     full = [step for step, t in enumerate(range(28, 0, -1)) if call(runtime, t).full]
     budget = len(full_step_indices(28, 5, 3))
-    assert set(full) == set(spread(28, budget, DEFAULT_LEADING, DEFAULT_DENSITY)) | {26, 27}
+    assert set(full) == set(expected(28, budget)) | {26, 27} and len(expected(28, budget)) == budget
+
+
+def test_each_sampler_has_its_placement_and_warmup_or_density_turn_a_shape_into_a_spread():
+    flow, diffusion, unknown = (TaylorSeerConfig(sampler=s) for s in ("flow", "diffusion", None))
+    assert flow.spread_placement(50) == spread(50, 12, 1, 1.75)
+    assert diffusion.spread_placement(50) == [round(f * 49) for f in DIFFUSION_SHAPE]  # the shape itself
+    assert unknown.spread_placement(28) == diffusion.spread_placement(28) != flow.spread_placement(28)
+    given = TaylorSeerConfig(sampler="diffusion", warmup=2)
+    assert given.spread_placement(50, 12) == spread(50, 12, 2, 1.25)
+    assert TaylorSeerConfig(sampler="flow", density=1.0).spread_placement(50, 12) == spread(50, 12, 1, 1.0)
+    with pytest.raises(ValueError, match="sampler must be one of flow, diffusion; got 'ddpm'"):
+        TaylorSeerConfig(sampler="ddpm")
 
 
 def test_without_the_runs_length_spread_warns_and_uses_the_papers_placement():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from taylorseer.core.schedule import full_step_indices, is_full_step
+from taylorseer.core.schedule import full_step_indices, is_full_step, stretched
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +50,18 @@ def test_explicit_list_with_negative_indices():
 
 def test_interval_one_is_always_full():
     assert full_step_indices(12, 1, 1) == list(range(12))
+
+
+def test_a_stretched_placement_gives_its_reference_back_and_keeps_its_shape_at_other_counts():
+    reference = [0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49]  # 12 of 50
+    fractions = [step / 49 for step in reference]
+    assert stretched(50, 12, fractions) == reference
+    for num_steps, budget in ((28, 11), (28, 6), (50, 18), (100, 12), (12, 12), (20, 1)):
+        steps = stretched(num_steps, budget, fractions)
+        assert len(steps) == budget == len(set(steps)) and steps == sorted(steps)
+        assert steps[0] == 0 and (budget == 1 or steps[-1] == num_steps - 1)
+    assert stretched(100, 12, fractions) == [round(f * 99) for f in fractions]  # same shape, twice as long
+    with pytest.raises(ValueError, match="fractions must increase"):
+        stretched(50, 12, [0.0, 0.5, 0.4, 1.0])
+    with pytest.raises(ValueError, match="budget \\(13\\)"):
+        stretched(12, 13, fractions)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taylorseer.core.schedule import full_step_indices, spread
+from taylorseer.core.schedule import full_step_indices, spread, stretched
 
 FORMS = ("newton", "taylor")
 ABSCISSAE = ("step", "timestep")
@@ -16,11 +16,35 @@ GRANULARITIES = ("module", "block", "stack", "model")
 SCHEDULES = ("spread", "fixed", "calibrated", "adaptive")
 DEFAULT_ERROR_BUDGET = 0.1  # adaptive: largest relative error of the probe block's forecast
 FACTOR_DTYPES = ("float32", "float16", "bfloat16", "float64")
-# The default placement (schedule "spread", order 1, gap_ratio 2): leading full steps and density,
-# chosen by `python -m taylorseer.bench.placement_sweep` (docs/PLACEMENT.md) as the best worst case
-# over the bundled dit-digits (DDIM) and flux-digits (flow matching).
-DEFAULT_LEADING = 2
-DEFAULT_DENSITY = 1.5
+SAMPLERS = ("flow", "diffusion")  # flow matching / rectified flow; DDPM-trained (DDIM, DPM-Solver)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where "spread" puts a run's full steps, for one kind of sampler.
+
+    The first `leading` steps and the rest spread with `density` (`core.schedule.spread`); with a
+    `shape` (a reference placement, as fractions of a run), that shape stretched to the run's
+    length and count instead (`core.schedule.stretched`). A config's `warmup` or `density`, when
+    set, replaces the shape by `spread`, the other value taken from here.
+    """
+
+    leading: int
+    density: float
+    shape: tuple[float, ...] | None = None
+
+
+# dit-digits' calibrated schedule (its schedule.json: 12 of 50 steps), as fractions of the run.
+DIFFUSION_SHAPE = tuple(step / 49 for step in (0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49))
+# Chosen by `python -m taylorseer.bench.placement_sweep` (docs/PLACEMENT.md), for each kind of
+# sampler on one bundled model of that kind (flow matching: flux-digits; diffusion: dit-digits)
+# and checked on held-out ones; None, a sampler not known: the best worst case over the two.
+# (`leading` and `density` of a shaped entry are the spread closest to its shape.)
+PLACEMENTS: dict[str | None, Placement] = {
+    "flow": Placement(leading=1, density=1.75),
+    "diffusion": Placement(leading=1, density=1.25, shape=DIFFUSION_SHAPE),
+    None: Placement(leading=1, density=1.25, shape=DIFFUSION_SHAPE),
+}
 BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with this warm-up
 
 # The official TaylorSeer scripts' settings (interval N, max_order, first_enhance), per model family.
@@ -39,8 +63,9 @@ class TaylorSeerConfig:
 
     Where the full steps go (`schedule`):
     - "spread" (the default): as many full steps as "fixed" would run at this `interval`, placed
-      over the run as measured best: the first `warmup` (default 1), the rest spread to the last
-      step with gaps shrinking toward the end as `density` grows (1 = even). It needs the run's
+      over the run as measured best for the `sampler` (`PLACEMENTS`), or as `warmup` leading steps
+      and the rest spread to the last step with gaps shrinking toward the end as `density` grows
+      (1 = even). It needs the run's
       length (a pipeline gives it; else `num_steps` or `handle.run(num_steps=...)`); without
       it the run falls back to "fixed", with a warning;
     - "fixed": the paper's: the first `warmup` steps, then every `interval`-th step, then the
@@ -53,12 +78,15 @@ class TaylorSeerConfig:
 
     interval: int = 5  # N: after warm-up, one full step every N steps (1 = never forecast)
     order: int = 1  # expansion order; 0 = plain reuse of the last full step (FORA)
-    warmup: int | None = None  # leading full steps (the paper's first_enhance); None -> order + 1
+    warmup: int | None = None  # leading full steps (first_enhance); None -> by sampler ("fixed": order + 1)
     final_full: int = 0  # force the last k steps full (needs num_steps or a pipeline)
     full_steps: tuple[int, ...] | None = None  # explicit full-step indices; negatives count from the end
     num_steps: int | None = None  # sampling steps per run, when the caller knows them
     schedule: str | None = None  # "spread" | "fixed" | "calibrated" | "adaptive"; None -> by full_steps
-    density: float | None = None  # "spread" only: > 1 crowds full steps toward the end; None -> default
+    density: float | None = None  # "spread" only: > 1 crowds full steps toward the end; None -> by sampler
+    # "flow" | "diffusion": picks the "spread" placement (PLACEMENTS); None -> filled in by
+    # apply_taylorseer from the pipeline's scheduler or the model's class
+    sampler: str | None = None
     error_budget: float | None = None  # adaptive only; None -> DEFAULT_ERROR_BUDGET
     form: str = "newton"  # "newton": divided differences on the real grid; "taylor": the paper's
     # a derivative is used only up to gap_ratio times the span it was measured over; None = always
@@ -75,6 +103,8 @@ class TaylorSeerConfig:
     def __post_init__(self) -> None:
         _require_int("interval", self.interval, minimum=1)
         _require_int("order", self.order, minimum=0)
+        if self.sampler is not None:
+            _require_choice("sampler", self.sampler, SAMPLERS)
         if self.warmup is not None:
             _require_int("warmup", self.warmup, minimum=1)
         _require_int("final_full", self.final_full, minimum=0)
@@ -171,13 +201,17 @@ class TaylorSeerConfig:
     def spread_placement(self, num_steps: int, budget: int | None = None) -> list[int]:
         """The "spread" schedule's full steps (`budget` of them, default `full_step_budget`)."""
         budget = self.full_step_budget(num_steps) if budget is None else budget
-        leading = DEFAULT_LEADING if self.warmup is None else self.warmup
-        density = DEFAULT_DENSITY if self.density is None else float(self.density)
+        placement = PLACEMENTS[self.sampler]
+        if placement.shape is not None and self.warmup is None and self.density is None:
+            return stretched(num_steps, budget, placement.shape)
+        leading = placement.leading if self.warmup is None else self.warmup
+        density = placement.density if self.density is None else float(self.density)
         return spread(num_steps, budget, min(leading, budget), density)
 
     @property
     def effective_warmup(self) -> int:
-        """Leading full steps: `warmup`, or order + 1 so the first forecast has its full order."""
+        """Leading full steps of "fixed": `warmup`, or order + 1 so the first forecast has its
+        full order."""
         return self.order + 1 if self.warmup is None else self.warmup
 
     @property

@@ -17,6 +17,7 @@ from taylorseer.runtime.calls import Clock, Runtime
 from taylorseer.wiring.discovery import timestep_argument
 from taylorseer.wiring.forwards import Undo, is_wrapped
 from taylorseer.wiring.model_hook import hook_model
+from taylorseer.wiring.samplers import model_sampler, scheduler_sampler
 
 
 class TaylorSeerHandle:
@@ -121,6 +122,7 @@ def apply_taylorseer(model: Any, config: TaylorSeerConfig | None = None) -> Tayl
     for each in models:
         _check_model(each)
     warn_if_made_for_another(config.calibrated_for, model)
+    config = _with_sampler(config, model, models)
     arguments = [timestep_argument(each) for each in models]
     undo: list[Undo] = []
     try:
@@ -139,6 +141,16 @@ def apply_taylorseer(model: Any, config: TaylorSeerConfig | None = None) -> Tayl
             each()
         raise
     return TaylorSeerHandle(model, runtimes, clock, undo)
+
+
+def _with_sampler(config: TaylorSeerConfig, target: Any, models: list[nn.Module]) -> TaylorSeerConfig:
+    """`config` with `sampler` filled in, when unset, from the pipeline's scheduler or else the
+    model's class (unknown to both: left None, and the defaults for an unknown sampler apply)."""
+    if config.sampler is not None:
+        return config
+    found = scheduler_sampler(target.components.get("scheduler")) if is_pipeline(target) else None
+    found = found or model_sampler(models[0])
+    return config if found is None else dataclasses.replace(config, sampler=found)
 
 
 def maybe_applied(

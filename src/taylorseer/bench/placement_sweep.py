@@ -4,10 +4,14 @@
 
 At the number of full steps of the paper's schedule for several intervals and step counts, each
 placement of the `spread` family (the first `leading` steps, the rest spread to the last step
-with gaps shrinking toward the end as `density` grows; density 1 is even) is sampled with orders
-1 and 2 on the same seeds, and scored by PSNR against full compute. The models that choose the
-default are `dit-digits` (DDIM) and `flux-digits` (flow matching); `flux-heldout` is measured in
-the same way but takes no part in the choice.
+with gaps shrinking toward the end as `density` grows; density 1 is even), and with `--stretched`
+the shipped calibrated schedules of bundled models stretched to each count (`core.schedule.
+stretched`), is sampled at each order
+(1 and 2 unless told) on the same seeds, and scored by PSNR against full compute. Each kind of
+sampler has its placement (`config.PLACEMENTS`), chosen on one model: `dit-digits` for
+diffusion (DDIM), `flux-digits` for flow matching; the placement for an unknown sampler is the best
+worst case over the two. `dit-heldout` and `flux-heldout` are measured in the same way and shown
+beside their chooser, but take no part in any choice.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import torch
 
 from taylorseer.api import maybe_applied
 from taylorseer.bench.metrics import psnr
-from taylorseer.calibrate import with_full_steps
+from taylorseer.calibrate import calibrated_config, with_full_steps
 from taylorseer.config import TaylorSeerConfig
-from taylorseer.core.schedule import full_step_indices, spread
+from taylorseer.core.schedule import full_step_indices, spread, stretched
 from taylorseer.models.bundled import load_bundled
 
-CHOOSERS = ("dit-digits", "flux-digits")
+CHOOSERS = {"diffusion": "dit-digits", "flow": "flux-digits"}  # sampler -> the model that chooses
+HELD_OUT = {"diffusion": "dit-heldout", "flow": "flux-heldout"}
 STEP_COUNTS = (28, 50)
 INTERVALS = (3, 5, 7)
 LEADING = (1, 2, 3)
@@ -43,6 +48,8 @@ def measure(
     leading: tuple[int, ...] = LEADING,
     densities: tuple[float, ...] = DENSITIES,
     gap_ratios: tuple[float | None, ...] = (None,),
+    orders: tuple[int, ...] = ORDERS,
+    stretched_from: tuple[str, ...] = (),
 ) -> list[dict]:
     """One row per (steps, interval, placement, order): full steps and PSNR (dB) vs full compute."""
     generator = load_bundled(name)
@@ -55,56 +62,67 @@ def measure(
         placements = {"paper": full_step_indices(steps, interval, 3)}
         for first, density in itertools.product(leading, densities):
             placements[f"spread leading {first} density {density}"] = spread(steps, budget, first, density)
-        for (name_of, full_steps), order, ratio in itertools.product(placements.items(), ORDERS, gap_ratios):
+        for source in stretched_from:  # a model's shipped calibrated schedule, stretched
+            fractions = calibrated_fractions(source)
+            placements[f"{source}'s calibrated, stretched"] = stretched(steps, budget, fractions)
+        for (name_of, full_steps), order, ratio in itertools.product(placements.items(), orders, gap_ratios):
             config = with_full_steps(TaylorSeerConfig(order=order, gap_ratio=ratio), full_steps, steps)
             label = name_of if ratio is None else f"{name_of}, gap ratio {ratio}"
             with maybe_applied(generator.transformer, config):
                 images = generator.sample(noise, labels, steps=steps)
             rows.append(dict(model=name, steps=steps, interval=interval, budget=budget, placement=label,
                              order=order, psnr=psnr(images, reference)))  # fmt: skip
-        print(f"{name} {steps} steps, interval {interval}: {len(placements) * len(ORDERS)} runs", flush=True)
+        runs = len(placements) * len(orders) * len(gap_ratios)
+        print(f"{name} {steps} steps, interval {interval}: {runs} runs", flush=True)
     return rows
 
 
-def ranking(rows: list[dict], models: tuple[str, ...]) -> list[tuple[str, int, float, dict[str, float]]]:
-    """(placement, order, mean PSNR over `models`, per-model mean) from best to worst."""
+def calibrated_fractions(name: str) -> list[float]:
+    """A bundled model's shipped calibrated schedule as fractions of its run."""
+    config = calibrated_config(name)
+    return [step / (config.num_steps - 1) for step in config.full_steps]
+
+
+def ranking(rows: list[dict], models: tuple[str, ...]) -> list[tuple[str, int, dict[str, float]]]:
+    """(placement, order, per-model mean PSNR), from the best worst case over `models` down."""
     table: dict[tuple[str, int], dict[str, list[float]]] = {}
     for row in rows:
-        if row["model"] in models:
-            table.setdefault((row["placement"], row["order"]), {}).setdefault(row["model"], []).append(
-                row["psnr"]
-            )
-    ranked = []
-    for (placement, order), per_model in table.items():
-        means = {model: sum(v) / len(v) for model, v in per_model.items()}
-        ranked.append((placement, order, sum(means.values()) / len(means), means))
-    return sorted(ranked, key=lambda entry: -entry[2])
+        per_model = table.setdefault((row["placement"], row["order"]), {})
+        per_model.setdefault(row["model"], []).append(row["psnr"])
+    ranked = [
+        (placement, order, {model: sum(v) / len(v) for model, v in per_model.items()})
+        for (placement, order), per_model in table.items()
+    ]
+    return sorted(ranked, key=lambda entry: -min(entry[2].get(m, -float("inf")) for m in models))
 
 
-def markdown(rows: list[dict], models: list[str], seconds: float, samples: int, top: int = 12) -> str:
+def markdown(rows: list[dict], models: list[str], seconds: float, samples: int, top: int = 8) -> str:
     lines = [
         "# Placement of the full steps",
         "",
         f"`python -m taylorseer.bench.placement_sweep {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on "
         "this repo's 2-core CPU, "
         f"{samples} samples per model). Mean PSNR (dB) against full compute over step counts "
-        f"{STEP_COUNTS} and the paper's full-step counts at intervals {INTERVALS} (warm-up 3).",
+        f"{STEP_COUNTS} and the paper's full-step counts at intervals {INTERVALS} (warm-up 3). Ranked by "
+        "the choosing model(s) alone (by the worst of them when two choose); held-out models are shown "
+        "beside them.",
         "",
     ]
-    for title, chosen in (
-        ("Chosen on", CHOOSERS),
-        ("Held out", tuple(m for m in models if m not in CHOOSERS)),
-    ):
-        if not chosen:
+    sections = [
+        (f"{sampler}: chosen on {name}", (name,), (HELD_OUT[sampler],)) for sampler, name in CHOOSERS.items()
+    ]
+    unknown = "unknown sampler: chosen on both (best worst case)"
+    sections.append((unknown, tuple(CHOOSERS.values()), tuple(HELD_OUT.values())))
+    for title, choosers, held_out in sections:
+        if not set(choosers) <= set(models):
             continue
-        lines += [f"## {title}: {', '.join(chosen)}", "", "| placement | order | mean | "
-                  + " | ".join(chosen) + " |", "|---|---:|---:|" + "---:|" * len(chosen)]  # fmt: skip
-        for placement, order, mean, per_model in ranking(rows, chosen)[:top]:
-            cells = " | ".join(f"{per_model[m]:.2f}" for m in chosen)
-            lines.append(f"| {placement} | {order} | {mean:.2f} | {cells} |")
-        paper = [entry for entry in ranking(rows, chosen) if entry[0] == "paper"]
-        for _, order, mean, _ in paper:
-            lines.append(f"| paper's placement | {order} | {mean:.2f} | |")
+        shown = [*choosers, *(m for m in held_out if m in models)]
+        lines += [f"## {title}", "", "| placement | order | " + " | ".join(shown) + " |",
+                  "|---|---:|" + "---:|" * len(shown)]  # fmt: skip
+        ranked = ranking(rows, choosers)
+        for placement, order, means in ranked[:top] + [e for e in ranked[top:] if e[0].startswith("paper")]:
+            cells = " | ".join(f"{means[m]:.2f}" if m in means else "" for m in shown)
+            lines.append(f"| {placement} | {order} | {cells} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -113,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default=",".join(CHOOSERS))
+    parser.add_argument("--models", default=",".join([*CHOOSERS.values(), *HELD_OUT.values()]))
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--seed", type=int, default=2000)
     parser.add_argument("--out", type=Path)
@@ -121,6 +139,10 @@ def main() -> None:
     parser.add_argument("--leading", default=",".join(map(str, LEADING)), help="leading full steps to try")
     parser.add_argument("--densities", default=",".join(map(str, DENSITIES)), help="densities to try")
     parser.add_argument("--gap-ratios", default="none", help="gap ratios to try (none: no limit)")
+    parser.add_argument("--orders", default=",".join(map(str, ORDERS)), help="orders to try")
+    parser.add_argument(
+        "--stretched", default="", help="bundled models whose shipped calibrated schedule to try, stretched"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -128,9 +150,9 @@ def main() -> None:
     leading = tuple(int(v) for v in args.leading.split(","))
     densities = tuple(float(v) for v in args.densities.split(","))
     ratios = tuple(None if v == "none" else float(v) for v in args.gap_ratios.split(","))
-    rows = [
-        row for name in models for row in measure(name, args.samples, args.seed, leading, densities, ratios)
-    ]
+    orders = tuple(int(v) for v in args.orders.split(","))
+    grid = (leading, densities, ratios, orders, tuple(filter(None, args.stretched.split(","))))
+    rows = [row for name in models for row in measure(name, args.samples, args.seed, *grid)]
     if args.out:
         args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     text = markdown(rows, models, time.perf_counter() - start, args.samples)

@@ -12,6 +12,7 @@ from taylorseer.bench import harness, report
 from taylorseer.bench.harness import Method, Row, Subject
 from taylorseer.calibrate import calibrate, calibrated_config, search, spread, with_full_steps
 from taylorseer.config import TaylorSeerConfig
+from taylorseer.wiring.samplers import model_sampler
 
 # The modules our granularity "module" caches, as regexes for diffusers' TaylorSeerCache.
 SAME_MODULES = {
@@ -50,7 +51,9 @@ def peer_methods(family: str, default: TaylorSeerConfig) -> list[Method]:
         ),
         Method(
             "cache-dit DBCache + TaylorSeer", "peer",
-            peer=lambda t: peers.apply_cache_dit(t, "dbcache+taylorseer", harness.STEPS, order=default.order),
+            peer=lambda t: peers.apply_cache_dit(
+                t, "dbcache+taylorseer", harness.STEPS, order=default.order
+            ),
         ),
     ]  # fmt: skip
 
@@ -90,7 +93,7 @@ def calibrations(subject: Subject, default: TaylorSeerConfig) -> list[Method]:
 
 def at_equal_full_steps(default: TaylorSeerConfig) -> Callable[[list[Row]], list[Method]]:
     """Follow-up rows of ours at the full-step counts that adaptive methods chose: the paper's
-    even placement at each adaptive row's count, a late-dense placement at each peer's."""
+    even placement at each adaptive row's count, the default's late-dense placement at each peer's."""
 
     def follow_ups(rows: list[Row]) -> list[Method]:
         methods: dict[str, Method] = {}
@@ -103,7 +106,7 @@ def at_equal_full_steps(default: TaylorSeerConfig) -> Callable[[list[Row]], list
                 steps = spread(harness.STEPS, count, min(default.effective_warmup, count))
             elif row.kind == "peer":
                 label = f"ours: late-dense placement, {count} full steps"
-                steps = spread(harness.STEPS, count, min(2, count), density=1.5)
+                steps = default.spread_placement(harness.STEPS, count)
             else:
                 continue
             config = with_full_steps(default, steps, harness.STEPS)
@@ -179,19 +182,20 @@ def main(args: argparse.Namespace) -> int:
             f"note: no FID-proxy: it fits a covariance of {subjects.FID_MIN_SAMPLES - 1} classifier features "
             f"and needs --samples {subjects.FID_MIN_SAMPLES} or more, got {args.samples}"
         )
-    default = TaylorSeerConfig()
     results: dict[str, list[Row]] = {}
     for name in args.models:
         if name == "flux-large":
             subject = subjects.large_flux_subject(seed=args.seed)
         else:
             subject = subjects.bundled_subject(name, args.samples, args.seed, args.scorer)
+        # the default as apply_taylorseer resolves it for this model: its rows and peers follow it
+        default = TaylorSeerConfig(sampler=model_sampler(subject.transformer))
         follow_ups = None if name == "flux-large" else at_equal_full_steps(default)
         methods = methods_for(subject, default, not args.no_peers)
         results[name] = harness.run(subject, methods, args.repeats, follow_ups=follow_ups)
     settings = dict(
         command=" ".join(["taylorseer bench", *args.argv]), samples=args.samples, seed=args.seed,
-        repeats=args.repeats, steps=harness.STEPS, default=default.to_dict(),
+        repeats=args.repeats, steps=harness.STEPS, default=TaylorSeerConfig().to_dict(),
     )  # fmt: skip
     write(args.out, results, settings, time.perf_counter() - start)
     print(f"wrote {args.out / 'RESULTS.md'}, bench.json, pareto.png")

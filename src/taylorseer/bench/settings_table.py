@@ -22,7 +22,7 @@ from taylorseer.bench.harness import Method
 from taylorseer.calibrate import calibrated_config
 from taylorseer.config import TaylorSeerConfig
 
-MODELS = ("dit-digits", "flux-digits", "flux-heldout")
+MODELS = ("dit-digits", "flux-digits", "dit-heldout", "flux-heldout")
 INTERVALS = (2, 3, 4, 5, 6, 8)
 
 

@@ -19,7 +19,7 @@ from taylorseer.models.classifier import FEATURES, load_classifier
 from taylorseer.models.digits import load_digits
 from taylorseer.models.weights import bundled_path
 
-FAMILIES = {"dit-digits": "dit", "flux-digits": "flux", "flux-heldout": "flux"}
+FAMILIES = {"dit-digits": "dit", "dit-heldout": "dit", "flux-digits": "flux", "flux-heldout": "flux"}
 CALIBRATION_SAMPLES = 4  # calibration runs on these few samples, from seeds apart from the bench's
 CALIBRATION_SEED_OFFSET = 10_000
 # The FID-proxy fits a covariance of the classifier's features to the samples: below one sample

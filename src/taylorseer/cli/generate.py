@@ -26,8 +26,8 @@ PIPELINE_PROMPT = "a photo of a cat"  # the prompt of a diffusers pipeline when 
 @dataclass
 class Result:
     """One way of sampling: its images (N, H, W, C) in [0, 1], the median seconds of its timed
-    runs, its FLOPs, full steps, the (fastest, slowest) timed run and, for a video pipeline, the
-    frames (F, H, W, C) of its first video."""
+    runs, its FLOPs, full steps, the (fastest, slowest) timed run, for a video pipeline the
+    frames (F, H, W, C) of its first video, and the cache's config as applied (sampler resolved)."""
 
     images: Tensor
     seconds: float
@@ -35,6 +35,7 @@ class Result:
     full_steps: int | None = None
     spread: tuple[float, float] | None = None
     video: Tensor | None = None
+    config: TaylorSeerConfig | None = None
 
 
 class Measurement(NamedTuple):
@@ -124,8 +125,9 @@ def run_bundled(
     config = dataclasses.replace(config, num_steps=steps)
     with apply_taylorseer(generator.transformer, config) as handle:
         found = measure(sample, "TaylorSeer", repeats, lead)
-        full_steps = handle.stats["full_steps"]
-    return full, Result(found.output, found.seconds, found.flops, full_steps, found.spread), len(classes)
+        full_steps, applied = handle.stats["full_steps"], handle.config
+    cached = Result(found.output, found.seconds, found.flops, full_steps, found.spread, config=applied)
+    return full, cached, len(classes)
 
 
 def run_pipeline(
@@ -182,6 +184,6 @@ def run_pipeline(
     if config is not None:
         with apply_taylorseer(pipe, config) as handle:  # the scheduler gives the runs and their length
             found = measure(sample, "TaylorSeer", repeats, describe=describe)
-            cached = result(found, handle.stats["full_steps"])
+            cached = dataclasses.replace(result(found, handle.stats["full_steps"]), config=handle.config)
     save_video(video, [r.video for r in (full, cached) if r is not None and r.video is not None])
     return full, cached, 1

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-BENCH_MODELS = ("dit-digits", "flux-digits", "flux-heldout", "flux-large")
+BENCH_MODELS = ("dit-digits", "flux-digits", "dit-heldout", "flux-heldout", "flux-large")
 
 
 def _models(text: str) -> list[str]:
@@ -214,9 +214,11 @@ def _sample(args: argparse.Namespace, config: TaylorSeerConfig | None, bundled: 
 
 
 def _describe(config: TaylorSeerConfig) -> str:
+    """The applied config in a few words (its sampler resolved by apply_taylorseer)."""
+    sampler = f", {config.sampler} sampler" if config.sampler else ""
     if config.schedule == "calibrated":
         return f"calibrated schedule, {len(config.full_steps)} full steps, order {config.order}"
-    return f"{config.schedule} schedule, interval {config.interval}, order {config.order}"
+    return f"{config.schedule} schedule, interval {config.interval}, order {config.order}{sampler}"
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -235,7 +237,7 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     title = f"{args.model}, {args.steps} steps, seed {args.seed}"
     if cached is not None:
         panels.append(("TaylorSeer", cached.images))
-        title += f"; TaylorSeer: {_describe(config)}"
+        title += f"; TaylorSeer: {_describe(cached.config)}"
     title += "\n" + figure.headline(full, cached, args.repeats)
     figure.save_side_by_side(args.output, panels, columns, title)
     print(figure.summary(full, cached, args.steps, args.repeats))

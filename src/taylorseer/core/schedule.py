@@ -75,3 +75,28 @@ def spread(num_steps: int, budget: int, leading: int, density: float = 1.0) -> l
         lowest, highest = steps[-1] + 1, num_steps - 1 - (rest - k)  # keep room for the others
         steps.append(min(max(position, lowest), highest))
     return steps
+
+
+def stretched(num_steps: int, budget: int, fractions: Sequence[float]) -> list[int]:
+    """`budget` full steps along a reference placement of any length and step count.
+
+    `fractions` are the reference's full steps as fractions of its run (0 = first step, 1 = last),
+    increasing; the k-th of `budget` steps goes where the reference has placed that share of its
+    full steps (linear interpolation), rounded, at least one step after the previous one and
+    leaving room for the rest. With as many steps as the reference it gives the reference back.
+    """
+    if not 1 <= budget <= num_steps:
+        raise ValueError(f"need 1 <= budget ({budget}) <= num_steps ({num_steps})")
+    ordered = list(fractions) == sorted(fractions) and 0 <= fractions[0] <= fractions[-1] <= 1
+    if len(fractions) < 2 or not ordered:
+        raise ValueError(f"fractions must increase within [0, 1], at least two; got {tuple(fractions)}")
+    last = len(fractions) - 1
+    steps: list[int] = []
+    for k in range(budget):
+        share = k * last / max(budget - 1, 1)  # position in the reference's list, fractional
+        below = min(int(share), last - 1)
+        fraction = fractions[below] + (share - below) * (fractions[below + 1] - fractions[below])
+        lowest = steps[-1] + 1 if steps else 0
+        highest = num_steps - (budget - k)  # keep room for the others
+        steps.append(min(max(round(fraction * (num_steps - 1)), lowest), highest))
+    return steps

@@ -2,7 +2,8 @@
 
 Inside `with recording(elements) as trajectory:`, every full call of a cached model adds the
 output of the whole model (a fixed random subset of at most `elements` of its values, the same
-subset at every step) to `trajectory`, keyed by guidance branch, with its step and abscissa.
+subset at every step) to `trajectory`, keyed by guidance branch, with its step and abscissa,
+and the sampler the run's config was resolved to.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Trajectory:
     steps: dict[int, list[int]] = field(default_factory=dict)
     abscissae: dict[int, list[float]] = field(default_factory=dict)
     values: dict[int, list[Tensor]] = field(default_factory=dict)
+    sampler: str | None = None  # the recorded run's config.sampler ("flow", "diffusion", None)
     _subset: Tensor | None = None
 
     def add(self, step: int, branch: int, x: float, output: Any) -> None:
@@ -60,8 +62,9 @@ def recording(elements: int = 65536, seed: int = 0) -> Iterator[Trajectory]:
         _ACTIVE.reset(token)
 
 
-def record(step: int, branch: int, x: float, output: Any) -> None:
+def record(step: int, branch: int, x: float, output: Any, sampler: str | None) -> None:
     """Called after each full call of a cached model: adds it to the active recording, if any."""
     trajectory = _ACTIVE.get()
     if trajectory is not None:
         trajectory.add(step, branch, x, output)
+        trajectory.sampler = sampler
