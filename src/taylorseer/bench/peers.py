@@ -20,6 +20,7 @@ import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -170,6 +171,16 @@ def _untie_cached_blocks(transformer: nn.Module) -> None:
                 vars(cached)["transformer"] = transformer
 
 
+def _steps_mask(full_steps: Sequence[int] | None, num_steps: int | None) -> dict[str, Any]:
+    """cache-dit's DBCacheConfig fields that force `full_steps` to compute and the rest to cache."""
+    if full_steps is None:
+        return {}
+    if num_steps is None:
+        raise ValueError(f"full_steps {list(full_steps)} needs num_steps, the length of the run")
+    mask = [int(step in set(full_steps)) for step in range(num_steps)]
+    return dict(steps_computation_mask=mask, steps_computation_policy="static")
+
+
 def apply_cache_dit(
     transformer: nn.Module,
     mode: str = "dbcache",
@@ -181,6 +192,7 @@ def apply_cache_dit(
     warmup: int = 8,
     order: int = 1,
     separate_cfg: bool = False,
+    full_steps: Sequence[int] | None = None,
 ) -> Peer:
     """Apply cache-dit's DBCache (``mode="dbcache"``) or DBCache with its TaylorSeer calibrator
     (``mode="dbcache+taylorseer"``) to a bare transformer.
@@ -195,6 +207,9 @@ def apply_cache_dit(
     use (cache-dit then refreshes its context by itself, one call into the next run); ``reset()``
     refreshes explicitly with ``cache_dit.refresh_context``. ``separate_cfg``: whether the sampler
     makes two calls per step (cond, uncond) instead of one call on a doubled batch.
+    ``full_steps``: the steps that compute all blocks, as cache-dit's ``steps_computation_mask``
+    with its "static" policy (the others always use the cache; needs ``num_steps``); None leaves
+    the choice to its residual threshold.
 
     Diffusers models cache-dit has an adapter for (FLUX: double and single blocks as one stack)
     go through ``cache_dit.enable_cache(transformer)``; other models need a ``BlockAdapter`` with
@@ -220,7 +235,7 @@ def apply_cache_dit(
     cache_config = DBCacheConfig(
         Fn_compute_blocks=fn_blocks, Bn_compute_blocks=bn_blocks, max_warmup_steps=warmup,
         max_cached_steps=-1, residual_diff_threshold=threshold, enable_separate_cfg=separate_cfg,
-        num_inference_steps=num_steps,
+        num_inference_steps=num_steps, **_steps_mask(full_steps, num_steps),
     )  # fmt: skip
     calibrator = TaylorSeerCalibratorConfig(taylorseer_order=order) if mode == "dbcache+taylorseer" else None
 

@@ -1,0 +1,147 @@
+"""Our default against each peer at the same number of full steps, at 50 and 28 sampling steps.
+
+    python -m taylorseer.bench.margins --models dit-digits,dit-heldout,flux-digits,flux-heldout \\
+        --out docs/MARGINS.md
+
+Settings: 50 steps at interval 5 and 28 steps at interval 3, where the paper's rule runs 12 and 11
+full steps. Every method runs exactly that many (the count is measured and shown):
+- ours: `TaylorSeerConfig(interval=...)`, the default as a user gets it;
+- the official TaylorSeer (our reproduction: its rule with first_enhance 3, per-module Taylor);
+- diffusers TaylorSeerCache on the modules our granularity "module" caches, its own rule
+  (every `interval`-th step after 2 warm-up steps);
+- cache-dit DBCache F1B0 + its TaylorSeer calibrator, the paper's full steps as its steps mask
+  (at 28 steps also its own "fast" mask, which has 11 full steps);
+each peer at orders 1 and 2. PSNR (dB) of the images against full compute on the same seeds; the
+margin is ours minus the best peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from taylorseer.bench import harness, peers
+from taylorseer.bench.harness import Method, Subject
+from taylorseer.bench.metrics import psnr
+from taylorseer.bench.runner import SAME_MODULES
+from taylorseer.bench.subjects import FAMILIES
+from taylorseer.config import TaylorSeerConfig
+from taylorseer.core.schedule import full_step_indices
+from taylorseer.models.bundled import load_bundled
+
+SETTINGS = ((50, 5), (28, 3))  # (sampling steps, interval)
+ORDERS = (1, 2)
+CACHE_DIT_FAST_28 = (0, 1, 2, 3, 4, 5, 7, 11, 16, 22, 27)  # cache_dit.steps_mask(total_steps=28, "fast")
+
+
+def methods(family: str, steps: int, interval: int) -> list[Method]:
+    """Ours and every peer, each at the paper's number of full steps for (steps, interval)."""
+    paper = full_step_indices(steps, interval, 3)
+    masks = {"paper's full steps": paper} | ({"its fast mask": CACHE_DIT_FAST_28} if steps == 28 else {})
+    rows = [Method("ours: default", "ours", steps, TaylorSeerConfig(interval=interval))]
+    for order in ORDERS:
+        official = TaylorSeerConfig.official(interval=interval, order=order, first_enhance=3)
+        rows.append(Method(f"official TaylorSeer, order {order}", "ours", steps, official))
+        rows.append(
+            Method(
+                f"diffusers TaylorSeerCache, order {order}", "peer", steps,
+                peer=lambda t, order=order: peers.apply_diffusers_taylorseer(
+                    t, interval, order, 2, **SAME_MODULES[family]
+                ),
+            )
+        )  # fmt: skip
+        for name, mask in masks.items():
+            rows.append(
+                Method(
+                    f"cache-dit DBCache F1B0 + TaylorSeer, order {order}, {name}", "peer", steps,
+                    peer=lambda t, order=order, mask=mask: peers.apply_cache_dit(
+                        t, "dbcache+taylorseer", steps, fn_blocks=1, order=order, full_steps=mask
+                    ),
+                )
+            )  # fmt: skip
+    return rows
+
+
+def measure(name: str, samples: int, seed: int) -> list[dict]:
+    """One row per (setting, method): its full steps and PSNR against full compute."""
+    generator = load_bundled(name)
+    labels = torch.arange(samples) % 10
+    noise = generator.noise(samples, seed)
+    subject = Subject(
+        name,
+        FAMILIES[name],
+        generator.transformer,
+        lambda steps: generator.sample(noise, labels, steps=steps),
+    )
+    rows = []
+    for steps, interval in SETTINGS:
+        reference = subject.sample(steps)
+        for method in methods(subject.family, steps, interval):
+            with harness.applied(method, subject) as (sample, statistics):
+                images = sample(steps)
+                full_steps = statistics()["full_steps"]
+            rows.append(dict(model=name, steps=steps, interval=interval, method=method.label,
+                             full_steps=full_steps, psnr=psnr(images, reference)))  # fmt: skip
+        print(f"{name}, {steps} steps: {len(rows)} rows", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], seconds: float, samples: int) -> str:
+    lines = [
+        "# Our default against the peers at equal full steps",
+        "",
+        f"`python -m taylorseer.bench.margins {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on this "
+        f"repo's 2-core CPU, {samples} samples per model). PSNR (dB) against full compute.",
+        "",
+        "| model | steps | full steps | ours: default | best peer | PSNR | margin |",
+        "|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for key in dict.fromkeys((row["model"], row["steps"]) for row in rows):
+        group = [row for row in rows if (row["model"], row["steps"]) == key]
+        ours = next(row for row in group if row["method"] == "ours: default")
+        best = max((row for row in group if row is not ours), key=lambda row: row["psnr"])
+        lines.append(
+            f"| {key[0]} | {key[1]} | {ours['full_steps']} | {ours['psnr']:.2f} | {best['method']} "
+            f"({best['full_steps']} full) | {best['psnr']:.2f} | {ours['psnr'] - best['psnr']:+.2f} |"
+        )
+    lines += [
+        "",
+        "Every row:",
+        "",
+        "| model | steps | method | full steps | PSNR |",
+        "|---|---:|---|---:|---:|",
+    ]
+    lines += [
+        f"| {row['model']} | {row['steps']} | {row['method']} | {row['full_steps']} | {row['psnr']:.2f} |"
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default=",".join(FAMILIES))
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=5000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    rows = [row for name in args.models.split(",") for row in measure(name, args.samples, args.seed)]
+    text = markdown(rows, time.perf_counter() - start, args.samples)
+    print(text)
+    if args.out:
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
