@@ -193,3 +193,19 @@ def test_cache_dit_rejects_what_it_cannot_adapt(dit):
         apply_cache_dit(dit, fn_blocks=4, bn_blocks=1)
     with pytest.raises(ValueError, match="mode"):
         apply_cache_dit(dit, "taylorseer")
+
+
+@pytest.mark.parametrize("name", ["flux", "dit"])
+def test_cache_dit_with_a_steps_mask_computes_exactly_those_steps(name, request):
+    pytest.importorskip("cache_dit")
+    module = request.getfixturevalue(name)
+    mask = [0, 1, 2, 7, 12, 19]
+    peer = apply_cache_dit(module, "dbcache+taylorseer", STEPS, order=1, full_steps=mask)
+    try:
+        peer.reset()
+        SAMPLERS[name](module, peer)
+        assert peer.computed_steps() == len(mask)
+    finally:
+        peer.remove()
+    with pytest.raises(ValueError, match="needs num_steps"):
+        apply_cache_dit(module, full_steps=mask)
