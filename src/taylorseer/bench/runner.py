@@ -148,9 +148,10 @@ FLUX_LARGE_TEXT = (
     "flux-large is a FLUX-architecture transformer with random weights and 1024 image tokens: it "
     "is here to measure speed where compute dominates (latency against FLOPs), not fidelity. Its "
     "PSNR rows do not carry over to trained models: on it, per-module forecasts beat the "
-    "whole-output default by about 20 dB, while on the three trained models (dit-digits, "
-    "flux-digits, and flux-heldout, which took part in no choice) per-module forecasts are "
-    "0.1-1.1 dB better at 30-100 times the cache memory. We have not found why random weights "
+    "whole-output default by about 19 dB, while on the four trained models (dit-digits, "
+    "flux-digits, and dit-heldout and flux-heldout, which took part in no choice) per-module "
+    "forecasts range from 0.5 dB worse to 1.4 dB better at 30-80 times the cache memory. We have "
+    "not found why random weights "
     "favour per-module forecasts so strongly. `granularity=\"module\"` is one setting away when the "
     "memory is there."
 )

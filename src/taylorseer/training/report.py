@@ -56,8 +56,8 @@ def main() -> None:
         "# The bundled models",
         "",
         "Trained on this repo's 2-core CPU machines from scikit-learn's bundled 8x8 digits, upsampled to",
-        "16x16 (80 % for training, 20 % held out), reproducible from seed 0; the two generators trained side",
-        "by side, one core each (train times below are wall-clock under that sharing). Latents are the",
+        "16x16 (80 % for training, 20 % held out), reproducible from their seeds (0; 1 for the held-out",
+        "models), each on one core beside other jobs (train times are wall-clock). Latents are the",
         "lossless space-to-depth (4, 8, 8) of each image. Regenerate this page:",
         "`python -m taylorseer.training.report` (after the training commands below).",
         "",
@@ -81,6 +81,8 @@ def main() -> None:
         f"CFG 3). The FID-proxy of the real training digits to the held-out ones, the floor, is {floor:.2f}.",
         "`dit-heldout` and `flux-heldout` (other depths, widths and seeds than `dit-digits` and",
         "`flux-digits`) take part in no choice of defaults: they check that the choices carry over.",
+        "`dit-heldout`, smaller and trained for fewer steps, draws less legible digits; for that check",
+        "its reference is its own full-compute output, which is all the fidelity numbers compare to.",
         "",
         "Digit classifier (`python -m taylorseer.training.classifier`): "
         f"{classifier_record['settings']['steps']} steps, "
