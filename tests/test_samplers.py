@@ -15,6 +15,7 @@ from taylorseer.wiring.samplers import model_sampler, scheduler_sampler
 
 diffusers = pytest.importorskip("diffusers")
 
+
 def tiny_dit() -> DiT:
     torch.manual_seed(0)
     return DiT(

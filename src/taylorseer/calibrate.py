@@ -138,7 +138,7 @@ def calibrate(
     )  # fmt: skip
     with recording() as trajectory:
         reference = sampler(record_config).double()  # interval 1: full compute, bit for bit
-    if base.sampler is None:  # what apply_taylorseer found: the placement and order it implies
+    if base.sampler is None:  # what apply_taylorseer found, and so the default placement
         base = dataclasses.replace(base, sampler=trajectory.sampler)
     model = _OfflineModel(trajectory, base, num_steps)
     measured: dict[tuple[int, ...], float] = {}
@@ -187,8 +187,7 @@ class _OfflineModel:
         if key not in self._errors:
             base, full = self.base, set(key)
             self._errors[key] = sum(
-                forecast_errors(v, x, full, base.order, base.form, base.gap_ratio)
-                for v, x in self.branches
+                forecast_errors(v, x, full, base.order, base.form, base.gap_ratio) for v, x in self.branches
             )
         return self._errors[key]
 

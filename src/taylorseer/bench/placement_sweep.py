@@ -3,15 +3,15 @@
     python -m taylorseer.bench.placement_sweep --out docs/PLACEMENT.md
 
 At the number of full steps of the paper's schedule for several intervals and step counts, each
-placement of the `spread` family (the first `leading` steps, the rest spread to the last step
-with gaps shrinking toward the end as `density` grows; density 1 is even), and with `--stretched`
-the shipped calibrated schedules of bundled models stretched to each count (`core.schedule.
-stretched`), is sampled at each order
-(1 and 2 unless told) on the same seeds, and scored by PSNR against full compute. Each kind of
-sampler has its placement (`config.PLACEMENTS`), chosen on one model: `dit-digits` for
-diffusion (DDIM), `flux-digits` for flow matching; the placement for an unknown sampler is the best
-worst case over the two. `dit-heldout` and `flux-heldout` are measured in the same way and shown
-beside their chooser, but take no part in any choice.
+placement is sampled at each order (1 and 2 unless told) on the same seeds and scored by PSNR
+against full compute. Placements: the `spread` family (the first `leading` steps, the rest spread
+to the last step with gaps shrinking toward the end as `density` grows; density 1 is even), the
+paper's, and with `--stretched` the shipped calibrated schedules of bundled models stretched to
+each count (`core.schedule.stretched`). Each kind of sampler has its placement
+(`config.PLACEMENTS`), chosen on one model: `dit-digits` for diffusion (DDIM), `flux-digits` for
+flow matching; the placement for an unknown sampler is the best worst case over the two.
+`dit-heldout` and `flux-heldout` are measured in the same way and shown beside their chooser,
+but take no part in any choice.
 """
 
 from __future__ import annotations

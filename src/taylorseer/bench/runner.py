@@ -51,9 +51,7 @@ def peer_methods(family: str, default: TaylorSeerConfig) -> list[Method]:
         ),
         Method(
             "cache-dit DBCache + TaylorSeer", "peer",
-            peer=lambda t: peers.apply_cache_dit(
-                t, "dbcache+taylorseer", harness.STEPS, order=default.order
-            ),
+            peer=lambda t: peers.apply_cache_dit(t, "dbcache+taylorseer", harness.STEPS, order=default.order),
         ),
     ]  # fmt: skip
 
@@ -151,9 +149,8 @@ FLUX_LARGE_TEXT = (
     "whole-output default by about 19 dB, while on the four trained models (dit-digits, "
     "flux-digits, and dit-heldout and flux-heldout, which took part in no choice) per-module "
     "forecasts range from 0.5 dB worse to 1.4 dB better at 30-80 times the cache memory. We have "
-    "not found why random weights "
-    "favour per-module forecasts so strongly. `granularity=\"module\"` is one setting away when the "
-    "memory is there."
+    "not found why random weights favour per-module forecasts so strongly. "
+    '`granularity="module"` is one setting away when the memory is there.'
 )
 
 

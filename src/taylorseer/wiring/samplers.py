@@ -1,15 +1,13 @@
 """Which kind of sampler a model runs under, as data: "flow" (flow matching, rectified flow) or
 "diffusion" (DDPM-trained noise or v prediction: DDIM, DPM-Solver, Euler on betas).
 
-The default placement of the full steps depends on it (`config.SPREAD_PLACEMENTS`). A pipeline's
+The default placement of the full steps depends on it (`config.PLACEMENTS`). A pipeline's
 scheduler says it; a bare model is known by its class.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-SAMPLERS = ("flow", "diffusion")
 
 # Transformer classes by the sampler they are trained for (diffusers' names, and the DiT paper's).
 FLOW_MODELS = frozenset({
@@ -27,8 +25,8 @@ DIFFUSION_MODELS = frozenset({
 
 
 def scheduler_sampler(scheduler: Any) -> str | None:
-    """ "flow" for flow-matching schedulers (FlowMatch*, or flow sigmas / flow prediction in the
-    config, as Wan's UniPC), "diffusion" for schedulers on a beta schedule, else None."""
+    """The kind of sampler a scheduler drives: "flow" for flow matching (FlowMatch*, or flow sigmas
+    / flow prediction in its config, as Wan's UniPC), "diffusion" on a beta schedule, else None."""
     config = getattr(scheduler, "config", None) or {}
     flow_config = config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction"
     if type(scheduler).__name__.startswith("FlowMatch") or flow_config:
