@@ -6,21 +6,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch
 from torch import nn
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer
-from taylorseer.models.dit import DiT
 from taylorseer.wiring.samplers import model_sampler, scheduler_sampler
+from toy_models import tiny_dit
 
 diffusers = pytest.importorskip("diffusers")
-
-
-def tiny_dit() -> DiT:
-    torch.manual_seed(0)
-    return DiT(
-        input_size=4, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10
-    )
 
 
 @pytest.mark.unit
