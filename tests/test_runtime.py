@@ -161,3 +161,9 @@ def test_without_the_runs_length_spread_warns_and_uses_the_papers_placement():
     with pytest.warns(UserWarning, match="needs its length.*paper's fixed placement"):
         full = [step for step, t in enumerate(range(20, 0, -1)) if call(runtime, t).full]
     assert full == full_step_indices(20, 5, TaylorSeerConfig().effective_warmup)
+
+
+def test_the_diffusion_shape_is_dit_digits_shipped_calibrated_schedule():
+    from taylorseer.bench.placement_sweep import calibrated_fractions
+
+    assert tuple(calibrated_fractions("dit-digits")) == DIFFUSION_SHAPE

@@ -55,15 +55,16 @@ def measure(
     generator = load_bundled(name)
     labels = torch.arange(samples) % 10
     noise = generator.noise(samples, seed)
+    shapes = {source: calibrated_fractions(source) for source in stretched_from}  # read once
     rows = []
     for steps, interval in itertools.product(STEP_COUNTS, INTERVALS):
         reference = generator.sample(noise, labels, steps=steps)
-        budget = len(full_step_indices(steps, interval, 3))  # the paper's count (warm-up 3)
-        placements = {"paper": full_step_indices(steps, interval, 3)}
+        paper = full_step_indices(steps, interval, 3)
+        budget = len(paper)  # the paper's count (warm-up 3)
+        placements = {"paper": paper}
         for first, density in itertools.product(leading, densities):
             placements[f"spread leading {first} density {density}"] = spread(steps, budget, first, density)
-        for source in stretched_from:  # a model's shipped calibrated schedule, stretched
-            fractions = calibrated_fractions(source)
+        for source, fractions in shapes.items():  # a model's shipped calibrated schedule, stretched
             placements[f"{source}'s calibrated, stretched"] = stretched(steps, budget, fractions)
         for (name_of, full_steps), order, ratio in itertools.product(placements.items(), orders, gap_ratios):
             config = with_full_steps(TaylorSeerConfig(order=order, gap_ratio=ratio), full_steps, steps)
