@@ -119,6 +119,7 @@ FIELD_VALUES = {
     "schedule": st.one_of(st.none(), st.sampled_from(SCHEDULES), ANYTHING),
     "error_budget": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
     "gap_ratio": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
+    "term_ratio": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
     "density": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
     "sampler": st.one_of(st.none(), st.sampled_from(SAMPLERS), ANYTHING),
     "calibrated_for": st.one_of(

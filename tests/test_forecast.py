@@ -123,3 +123,31 @@ def test_gap_ratio_limits_how_far_a_derivative_is_extrapolated():
     assert usable_factors(abscissae, 13.0, 4.0) == 3
     factors = [torch.full((2,), 1.0), torch.full((2,), 2.0), torch.full((2,), 3.0)]
     assert torch.equal(predict(factors, abscissae, 13.0, "newton", gap_ratio=1.0), factors[0])
+
+
+def test_term_ratio_stops_the_series_at_the_first_growing_term():
+    abscissae = [10.0, 9.0, 8.0]  # newton weights at 12: 1, 2, 2 * 3
+    factors = [torch.full((2,), 1.0), torch.full((2,), 1.0), torch.full((2,), 0.5)]
+    # terms 1, 2 and 3: the order-2 term (3) is 1.5 times the order-1 term (2)
+    full = predict(factors, abscissae, 12.0, "newton")
+    assert torch.equal(full, torch.full((2,), 6.0))
+    assert torch.equal(predict(factors, abscissae, 12.0, "newton", term_ratio=2.0), full)
+    assert torch.equal(predict(factors, abscissae, 12.0, "newton", term_ratio=1.0), torch.full((2,), 3.0))
+    # at 11 the terms are 1 and 0.5 x 1 x 2 = 1: not growing, kept at ratio 1
+    assert torch.equal(predict(factors, abscissae, 11.0, "newton", term_ratio=1.0), torch.full((2,), 3.0))
+
+
+def test_term_ratio_once_a_term_is_dropped_every_higher_one_is():
+    abscissae = [10.0, 9.0, 8.0, 7.0]  # weights at 11: 1, 1, 2, 6
+    factors = [torch.zeros(3), torch.ones(3), torch.full((3,), 2.0), torch.full((3,), 0.5)]
+    # terms 1, 4 (grows: dropped), 3 (smaller than 4 but follows a dropped term: dropped too)
+    out = predict(factors, abscissae, 11.0, "newton", term_ratio=1.0)
+    assert torch.equal(out, torch.ones(3))
+
+
+def test_term_ratio_compares_half_precision_norms_in_float32():
+    abscissae = [10.0, 9.0, 8.0]  # weights at 11: 1, 1, 2
+    ones = torch.ones(4096, dtype=torch.float16)
+    factors = [0 * ones, 2000 * ones, 1500 * ones]  # terms of norm 128000 and 192000: inf in float16
+    out = predict(factors, abscissae, 11.0, "newton", term_ratio=1.0)
+    assert out.dtype == torch.float16 and torch.equal(out, 2000 * ones)  # the growing term dropped

@@ -77,7 +77,7 @@ class TaylorSeerConfig:
     """
 
     interval: int = 5  # N: after warm-up, one full step every N steps (1 = never forecast)
-    order: int = 1  # expansion order; 0 = plain reuse of the last full step (FORA)
+    order: int = 2  # expansion order; 0 = plain reuse of the last full step (FORA)
     warmup: int | None = None  # leading full steps (first_enhance); None -> by sampler ("fixed": order + 1)
     final_full: int = 0  # force the last k steps full (needs num_steps or a pipeline)
     full_steps: tuple[int, ...] | None = None  # explicit full-step indices; negatives count from the end
@@ -91,6 +91,9 @@ class TaylorSeerConfig:
     form: str = "newton"  # "newton": divided differences on the real grid; "taylor": the paper's
     # a derivative is used only up to gap_ratio times the span it was measured over; None = always
     gap_ratio: float | None = 2.0
+    # a term of order >= 2 is used only while its norm is at most term_ratio times the previous
+    # term's (the expansion still converges there); None = always
+    term_ratio: float | None = 0.5
     abscissa: str = "step"  # forecast variable: "step" index or the model's "timestep" input
     granularity: str = "model"  # what is forecast: "module" | "block" | "stack" | "model"
     factors_dtype: str | None = None  # storage dtype of the factors; None = the feature's dtype
@@ -155,6 +158,10 @@ class TaylorSeerConfig:
             ratio = self.gap_ratio
             if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < float("inf"):
                 raise ValueError(f"gap_ratio must be a number > 0, got {ratio!r}")
+        if self.term_ratio is not None:
+            ratio = self.term_ratio
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < float("inf"):
+                raise ValueError(f"term_ratio must be a number > 0, got {ratio!r}")
         if self.calibrated_for is not None:
             if self.schedule != "calibrated":
                 raise ValueError(f"calibrated_for={self.calibrated_for!r} needs schedule='calibrated'")
@@ -255,6 +262,7 @@ class TaylorSeerConfig:
             granularity="module",
             official_quirks=True,
             gap_ratio=None,
+            term_ratio=None,
             schedule="fixed",
         )
 

@@ -48,6 +48,7 @@ def measure(
     leading: tuple[int, ...] = LEADING,
     densities: tuple[float, ...] = DENSITIES,
     gap_ratios: tuple[float | None, ...] = (None,),
+    term_ratios: tuple[float | None, ...] = (None,),
     orders: tuple[int, ...] = ORDERS,
     stretched_from: tuple[str, ...] = (),
 ) -> list[dict]:
@@ -66,14 +67,18 @@ def measure(
             placements[f"spread leading {first} density {density}"] = spread(steps, budget, first, density)
         for source, fractions in shapes.items():  # a model's shipped calibrated schedule, stretched
             placements[f"{source}'s calibrated, stretched"] = stretched(steps, budget, fractions)
-        for (name_of, full_steps), order, ratio in itertools.product(placements.items(), orders, gap_ratios):
-            config = with_full_steps(TaylorSeerConfig(order=order, gap_ratio=ratio), full_steps, steps)
-            label = name_of if ratio is None else f"{name_of}, gap ratio {ratio}"
+        for (name_of, full_steps), order, ratio, terms in itertools.product(
+            placements.items(), orders, gap_ratios, term_ratios
+        ):
+            config = TaylorSeerConfig(order=order, gap_ratio=ratio, term_ratio=terms)
+            config = with_full_steps(config, full_steps, steps)
+            label = name_of + ("" if ratio is None else f", gap ratio {ratio}")
+            label += "" if terms is None else f", term ratio {terms}"
             with maybe_applied(generator.transformer, config):
                 images = generator.sample(noise, labels, steps=steps)
             rows.append(dict(model=name, steps=steps, interval=interval, budget=budget, placement=label,
                              order=order, psnr=psnr(images, reference)))  # fmt: skip
-        runs = len(placements) * len(orders) * len(gap_ratios)
+        runs = len(placements) * len(orders) * len(gap_ratios) * len(term_ratios)
         print(f"{name} {steps} steps, interval {interval}: {runs} runs", flush=True)
     return rows
 
@@ -140,6 +145,7 @@ def main() -> None:
     parser.add_argument("--leading", default=",".join(map(str, LEADING)), help="leading full steps to try")
     parser.add_argument("--densities", default=",".join(map(str, DENSITIES)), help="densities to try")
     parser.add_argument("--gap-ratios", default="none", help="gap ratios to try (none: no limit)")
+    parser.add_argument("--term-ratios", default="none", help="term ratios to try (none: no limit)")
     parser.add_argument("--orders", default=",".join(map(str, ORDERS)), help="orders to try")
     parser.add_argument(
         "--stretched", default="", help="bundled models whose shipped calibrated schedule to try, stretched"
@@ -151,8 +157,9 @@ def main() -> None:
     leading = tuple(int(v) for v in args.leading.split(","))
     densities = tuple(float(v) for v in args.densities.split(","))
     ratios = tuple(None if v == "none" else float(v) for v in args.gap_ratios.split(","))
+    terms = tuple(None if v == "none" else float(v) for v in args.term_ratios.split(","))
     orders = tuple(int(v) for v in args.orders.split(","))
-    grid = (leading, densities, ratios, orders, tuple(filter(None, args.stretched.split(","))))
+    grid = (leading, densities, ratios, terms, orders, tuple(filter(None, args.stretched.split(","))))
     rows = [row for name in models for row in measure(name, args.samples, args.seed, *grid)]
     if args.out:
         args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))

@@ -28,10 +28,11 @@ def forecast_errors(
     order: int,
     form: str,
     gap_ratio: float | None = None,
+    term_ratio: float | None = None,
 ) -> Tensor:
     """(steps,) mean squared error of the forecast at each step of a recorded branch (0 at full
     steps). `values` (steps, elements) are the recorded outputs of consecutive steps 0, 1, ...;
-    step 0 must be full. `order`, `form` and `gap_ratio` as in the config."""
+    step 0 must be full. `order`, `form`, `gap_ratio` and `term_ratio` as in the config."""
     if 0 not in full:
         raise ValueError("step 0 must be a full step: nothing is cached before it")
     errors = torch.zeros(values.shape[0], dtype=torch.float64)
@@ -41,7 +42,8 @@ def forecast_errors(
         if step in full:
             factors, points = update_factors(factors, points, value, x, order, form)
         else:
-            errors[step] = torch.mean((predict(factors, points, x, form, gap_ratio=gap_ratio) - value) ** 2)
+            forecast = predict(factors, points, x, form, gap_ratio=gap_ratio, term_ratio=term_ratio)
+            errors[step] = torch.mean((forecast - value) ** 2)
     return errors
 
 

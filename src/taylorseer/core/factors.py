@@ -42,6 +42,7 @@ class ForecastRule:
     order: int
     storage_dtype: torch.dtype | None
     gap_ratio: float | None = None  # see forecast.usable_factors
+    term_ratio: float | None = None  # see forecast.predict
 
 
 class CachedFeature:
@@ -79,7 +80,9 @@ class CachedFeature:
         """The branch's output forecast at abscissa `x`, in its structure and dtypes."""
         state = self.branches[branch]
         tensors = iter(
-            forecast.predict(factors, state.abscissae, x, self.rule.form, dtype, self.rule.gap_ratio)
+            forecast.predict(
+                factors, state.abscissae, x, self.rule.form, dtype, self.rule.gap_ratio, self.rule.term_ratio
+            )
             for factors, dtype in zip(state.factors, state.dtypes)
         )
         leaves = [next(tensors) if leaf is _TENSOR else leaf for leaf in state.template]

@@ -79,12 +79,31 @@ def predict(
     form: str,
     dtype: torch.dtype | None = None,
     gap_ratio: float | None = None,
+    term_ratio: float | None = None,
 ) -> Tensor:
     """The feature forecast at abscissa `x` from its factors, in `dtype` (default: the factors'),
-    truncated by `usable_factors` when `gap_ratio` is given."""
+    truncated by `usable_factors` when `gap_ratio` is given.
+
+    With `term_ratio`, the series also stops at the first term w_j c_j (j >= 2) whose norm exceeds
+    `term_ratio` times the previous term's: a growing term says the expansion no longer converges
+    that far from x_0 (the usual truncation of an asymptotic series). Decided on the device, per
+    tensor, without a host sync."""
     factors = factors[: usable_factors(abscissae, x, gap_ratio)]
     weights = forecast_weights(abscissae, len(factors), x, form)
     out = factors[0].to(dtype or factors[0].dtype, copy=True)
-    for weight, factor in zip(weights[1:], factors[1:]):
-        out.add_(factor.to(out.dtype), alpha=weight)
+    if term_ratio is None or len(factors) < 3:  # no term of order 2 or more to weigh
+        for weight, factor in zip(weights[1:], factors[1:]):
+            out.add_(factor.to(out.dtype), alpha=weight)
+        return out
+    terms = [factor.to(out.dtype) * weight for weight, factor in zip(weights[1:], factors[1:])]
+    out.add_(terms[0])
+    kept = torch.ones((), dtype=torch.bool, device=out.device)
+    for previous, term in zip(terms, terms[1:]):
+        kept = kept & (_norm(term) <= term_ratio * _norm(previous))
+        out.add_(term * kept)
     return out
+
+
+def _norm(tensor: Tensor) -> Tensor:
+    """A 0-dim norm in at least float32 (no overflow for half-precision features)."""
+    return torch.linalg.vector_norm(tensor, dtype=torch.promote_types(tensor.dtype, torch.float32))
