@@ -7,7 +7,16 @@ import torch
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer
 from taylorseer.api import maybe_applied
-from taylorseer.calibrate import calibrate, neighbours, search, spread, starting_points, with_full_steps
+from taylorseer.calibrate import (
+    calibrate,
+    improves_most,
+    neighbours,
+    sample_errors,
+    search,
+    spread,
+    starting_points,
+    with_full_steps,
+)
 from taylorseer.models.dit import sample
 from toy_models import tiny_dit
 
@@ -80,3 +89,33 @@ def test_calibrate_refuses_a_sampler_whose_run_does_not_match_num_steps():
     model = tiny_dit()
     with pytest.raises(ValueError, match="not once at each of the 30 steps"):
         calibrate(tiny_sampler(model, 0, steps=20), TaylorSeerConfig(order=1), num_steps=30, budget=6)
+
+
+def test_a_placement_must_beat_the_default_on_most_samples_not_just_in_total():
+    default = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    assert improves_most(torch.tensor([0.5, 0.5, 0.5, 1.2]), default)  # 3 of 4, and in total
+    assert not improves_most(torch.tensor([0.1, 1.1, 1.1, 1.1]), default)  # one sample carries the total
+    assert not improves_most(torch.tensor([0.5, 0.5, 1.1, 1.1]), default)  # half is not most
+    assert not improves_most(torch.tensor([0.9, 0.9, 0.9, 9.0]), default)  # most, but worse in total
+    output, reference = torch.zeros(3, 2, 2), torch.zeros(3, 2, 2)
+    output[1] = 2.0
+    assert torch.equal(sample_errors(output, reference), torch.tensor([0.0, 4.0, 0.0]))
+    assert sample_errors(torch.ones(5), torch.zeros(5)).shape == (1,)  # no batch dim: one sample
+
+
+def test_calibrate_keeps_the_default_when_no_placement_wins_on_most_samples():
+    model = tiny_dit()
+    run = tiny_sampler(model, 0)
+    base = TaylorSeerConfig(order=1)
+    default = tuple(base.spread_placement(20, 6))
+
+    def one_lucky_sample(config):  # the other placements: far better on sample 0, worse on 1-3
+        reference = run(None)
+        if config is None or config.interval == 1:
+            return run(config)  # full compute, and the recording run
+        offsets = (1.0, 0.1) if config.full_steps == default else (0.0, 0.2)
+        return reference + torch.tensor([offsets[0], *[offsets[1]] * 3]).view(4, 1, 1, 1)
+
+    config, report = calibrate(one_lucky_sample, base, num_steps=20, budget=6)
+    assert config.full_steps == default and report["mse"] == report["start_mse"] > 0.25
+    assert report["sampler_calls"] == 12  # it did measure other placements, better in total

@@ -20,7 +20,7 @@ from taylorseer.models.digits import load_digits
 from taylorseer.models.weights import bundled_path
 
 FAMILIES = {"dit-digits": "dit", "dit-heldout": "dit", "flux-digits": "flux", "flux-heldout": "flux"}
-CALIBRATION_SAMPLES = 4  # calibration runs on these few samples, from seeds apart from the bench's
+CALIBRATION_SAMPLES = 12  # calibration runs on these few samples, from seeds apart from the bench's
 CALIBRATION_SEED_OFFSET = 10_000
 # The FID-proxy fits a covariance of the classifier's features to the samples: below one sample
 # more than there are features it is singular (and at 1 sample undefined), so the column is left out.

@@ -42,7 +42,9 @@ def add_command(commands: Any) -> None:
     )
     command.add_argument("--order", type=int, default=defaults.order)
     command.add_argument("--granularity", default=defaults.granularity)
-    command.add_argument("--samples", type=int, default=4, help="calibration samples (seeds per prompt)")
+    command.add_argument(
+        "--samples", type=int, default=12, help="calibration samples (seeds per prompt; fewer are noisy)"
+    )
     command.add_argument("--seed", type=int, default=0, help="first seed of the calibration samples")
     command.add_argument("--held-out-seed", type=int, default=5000, help="first seed of the held-out samples")
     command.add_argument("--max-calls", type=int, default=12, help="sampling runs the calibration may make")
