@@ -351,3 +351,17 @@ def test_a_device_change_mid_run_reuses_no_factors_from_the_old_device(granulari
         step4 = model(hidden_states=x, timestep=timesteps[4])  # forecast from the cpu factors alone
         assert step4.device.type == "cpu" and torch.isfinite(step4).all()
         assert handle.stats["forecast_steps"] == 1
+
+
+def test_the_configs_term_ratio_reaches_every_forecast():
+    timesteps = nonuniform_timesteps(30)
+    common = dict(interval=4, warmup=3, schedule="fixed", abscissa="timestep", gap_ratio=None)
+
+    def outputs(**fields):
+        model = ToyDiT().double()
+        with apply_taylorseer(model, TaylorSeerConfig(**common, **fields)):
+            return torch.stack([step[0] for step in run(model, timesteps, hidden())])
+
+    first = outputs(order=1)
+    assert torch.allclose(outputs(order=2, term_ratio=1e-12), first, rtol=0, atol=1e-12)  # all dropped
+    assert (outputs(order=2, term_ratio=None) - first).abs().max() > 1e-6  # all kept: order 2 differs
