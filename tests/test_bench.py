@@ -121,6 +121,7 @@ def test_peer_rows_run_through_the_same_harness():
     rows = [rows[0], *peers]
     same = by_label["diffusers TaylorSeerCache (our modules, schedule)"]
     assert same.full_steps is not None and 1 < same.full_steps < 50  # counted per model call
+    assert same.full_steps == by_label["ours: default"].full_steps  # "our schedule": as many as ours
     assert rows[0].flops / same.flops > 2
     for row in rows[1:]:
         assert row.kind == "peer" and row.metrics["psnr"] > 0  # inf where a peer found nothing to skip
