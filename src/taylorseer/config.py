@@ -154,14 +154,9 @@ class TaylorSeerConfig:
             density = self.density
             if isinstance(density, bool) or not isinstance(density, (int, float)) or not 1 <= density < 100:
                 raise ValueError(f"density must be a number from 1 (even) up, got {density!r}")
-        if self.gap_ratio is not None:
-            ratio = self.gap_ratio
-            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < float("inf"):
-                raise ValueError(f"gap_ratio must be a number > 0, got {ratio!r}")
-        if self.term_ratio is not None:
-            ratio = self.term_ratio
-            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < float("inf"):
-                raise ValueError(f"term_ratio must be a number > 0, got {ratio!r}")
+        for name in ("gap_ratio", "term_ratio"):
+            if getattr(self, name) is not None:
+                _require_positive(name, getattr(self, name))
         if self.calibrated_for is not None:
             if self.schedule != "calibrated":
                 raise ValueError(f"calibrated_for={self.calibrated_for!r} needs schedule='calibrated'")
@@ -300,6 +295,11 @@ class TaylorSeerConfig:
 def _require_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _require_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
 
 
 def _require_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
