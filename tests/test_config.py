@@ -15,6 +15,7 @@ from taylorseer.config import (
     GRANULARITIES,
     SAMPLERS,
     SCHEDULES,
+    TERM_RATIOS,
 )
 
 pytestmark = pytest.mark.unit
@@ -119,7 +120,9 @@ FIELD_VALUES = {
     "schedule": st.one_of(st.none(), st.sampled_from(SCHEDULES), ANYTHING),
     "error_budget": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
     "gap_ratio": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
-    "term_ratio": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
+    "term_ratio": st.one_of(
+        st.none(), st.just("auto"), st.floats(allow_nan=True, allow_infinity=True), ANYTHING
+    ),
     "density": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),
     "sampler": st.one_of(st.none(), st.sampled_from(SAMPLERS), ANYTHING),
     "calibrated_for": st.one_of(
@@ -146,6 +149,18 @@ def test_schedule_kind_follows_full_steps_and_error_budget_needs_adaptive():
     with pytest.raises(ValueError, match="error_budget=0.1 needs schedule='adaptive'"):
         TaylorSeerConfig(error_budget=0.1)
     assert TaylorSeerConfig(schedule="adaptive").effective_error_budget == DEFAULT_ERROR_BUDGET
+
+
+def test_term_ratio_auto_follows_the_sampler_and_official_keeps_every_term():
+    assert TaylorSeerConfig().term_ratio == "auto"
+    assert TaylorSeerConfig(sampler="flow").effective_term_ratio == TERM_RATIOS["flow"]
+    assert TaylorSeerConfig(sampler="diffusion").effective_term_ratio == TERM_RATIOS["diffusion"]
+    assert TaylorSeerConfig().effective_term_ratio == TERM_RATIOS[None]
+    assert TaylorSeerConfig(sampler="flow", term_ratio=0.7).effective_term_ratio == 0.7
+    assert TaylorSeerConfig(term_ratio=None).effective_term_ratio is None
+    assert TaylorSeerConfig.official("flux").effective_term_ratio is None
+    with pytest.raises(ValueError, match="term_ratio must be \"auto\", None or a number > 0, got 'Auto'"):
+        TaylorSeerConfig(term_ratio="Auto")
 
 
 @settings(max_examples=400, deadline=None)

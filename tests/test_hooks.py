@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from taylorseer import TaylorSeerConfig, apply_taylorseer
+from taylorseer.config import TERM_RATIOS
 from toy_models import ToyDiT, nonuniform_timesteps, run
 
 pytestmark = pytest.mark.integration
@@ -353,15 +354,24 @@ def test_a_device_change_mid_run_reuses_no_factors_from_the_old_device(granulari
         assert handle.stats["forecast_steps"] == 1
 
 
-def test_the_configs_term_ratio_reaches_every_forecast():
-    timesteps = nonuniform_timesteps(30)
+def forecasts_on_a_toy(**fields):
+    """The outputs of a fixed-schedule run over 30 timesteps under a config with `fields`."""
     common = dict(interval=4, warmup=3, schedule="fixed", abscissa="timestep", gap_ratio=None)
+    model = ToyDiT().double()
+    with apply_taylorseer(model, TaylorSeerConfig(**common, **fields)):
+        return torch.stack([step[0] for step in run(model, nonuniform_timesteps(30), hidden())])
 
-    def outputs(**fields):
-        model = ToyDiT().double()
-        with apply_taylorseer(model, TaylorSeerConfig(**common, **fields)):
-            return torch.stack([step[0] for step in run(model, timesteps, hidden())])
 
-    first = outputs(order=1)
-    assert torch.allclose(outputs(order=2, term_ratio=1e-12), first, rtol=0, atol=1e-12)  # all dropped
-    assert (outputs(order=2, term_ratio=None) - first).abs().max() > 1e-6  # all kept: order 2 differs
+def test_the_configs_term_ratio_reaches_every_forecast():
+    first = forecasts_on_a_toy(order=1)
+    all_dropped = forecasts_on_a_toy(order=2, term_ratio=1e-12)
+    assert torch.allclose(all_dropped, first, rtol=0, atol=1e-12)
+    assert (forecasts_on_a_toy(order=2, term_ratio=None) - first).abs().max() > 1e-6  # all kept
+
+
+def test_the_default_term_ratio_is_the_samplers(monkeypatch):
+    monkeypatch.setitem(TERM_RATIOS, "flow", 1e-12)  # flow drops every term of order 2
+    first = forecasts_on_a_toy(order=1)
+    assert torch.allclose(forecasts_on_a_toy(order=2, sampler="flow"), first, rtol=0, atol=1e-12)
+    assert (forecasts_on_a_toy(order=2, sampler="diffusion") - first).abs().max() > 1e-6
+    assert (forecasts_on_a_toy(order=2, sampler="flow", term_ratio=None) - first).abs().max() > 1e-6

@@ -207,7 +207,7 @@ class _OfflineModel:
         if key not in self._errors:
             base, full = self.base, set(key)
             self._errors[key] = sum(
-                forecast_errors(v, x, full, base.order, base.form, base.gap_ratio, base.term_ratio)
+                forecast_errors(v, x, full, base.order, base.form, base.gap_ratio, base.effective_term_ratio)
                 for v, x in self.branches
             )
         return self._errors[key]

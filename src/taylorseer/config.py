@@ -45,6 +45,9 @@ PLACEMENTS: dict[str | None, Placement] = {
     "diffusion": Placement(leading=1, density=1.25, shape=DIFFUSION_SHAPE),
     None: Placement(leading=1, density=1.25, shape=DIFFUSION_SHAPE),
 }
+# The default `term_ratio` for each kind of sampler, chosen with the placements (docs/PLACEMENT.md:
+# the best on flux-digits for flow matching, on dit-digits for diffusion; None: the best worst case).
+TERM_RATIOS: dict[str | None, float] = {"flow": 1.0, "diffusion": 0.5, None: 0.5}
 BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with this warm-up
 
 # The official TaylorSeer scripts' settings (interval N, max_order, first_enhance), per model family.
@@ -92,8 +95,8 @@ class TaylorSeerConfig:
     # a derivative is used only up to gap_ratio times the span it was measured over; None = always
     gap_ratio: float | None = 2.0
     # a term of order >= 2 is used only while its norm is at most term_ratio times the previous
-    # term's (the expansion still converges there); None = always
-    term_ratio: float | None = 0.5
+    # term's (the expansion still converges there); None = always; "auto" = by sampler (TERM_RATIOS)
+    term_ratio: float | str | None = "auto"
     abscissa: str = "step"  # forecast variable: "step" index or the model's "timestep" input
     granularity: str = "model"  # what is forecast: "module" | "block" | "stack" | "model"
     factors_dtype: str | None = None  # storage dtype of the factors; None = the feature's dtype
@@ -154,9 +157,10 @@ class TaylorSeerConfig:
             density = self.density
             if isinstance(density, bool) or not isinstance(density, (int, float)) or not 1 <= density < 100:
                 raise ValueError(f"density must be a number from 1 (even) up, got {density!r}")
-        for name in ("gap_ratio", "term_ratio"):
-            if getattr(self, name) is not None:
-                _require_positive(name, getattr(self, name))
+        if self.gap_ratio is not None:
+            _require_positive("gap_ratio", self.gap_ratio)
+        if not (self.term_ratio is None or isinstance(self.term_ratio, str) and self.term_ratio == "auto"):
+            _require_positive("term_ratio", self.term_ratio, also='"auto", None or ')
         if self.calibrated_for is not None:
             if self.schedule != "calibrated":
                 raise ValueError(f"calibrated_for={self.calibrated_for!r} needs schedule='calibrated'")
@@ -209,6 +213,11 @@ class TaylorSeerConfig:
         leading = placement.leading if self.warmup is None else self.warmup
         density = placement.density if self.density is None else float(self.density)
         return spread(num_steps, budget, min(leading, budget), density)
+
+    @property
+    def effective_term_ratio(self) -> float | None:
+        """`term_ratio`, with "auto" resolved by `sampler` (`TERM_RATIOS`)."""
+        return TERM_RATIOS[self.sampler] if self.term_ratio == "auto" else self.term_ratio
 
     @property
     def effective_warmup(self) -> int:
@@ -297,9 +306,9 @@ def _require_int(name: str, value: object, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _require_positive(name: str, value: object) -> None:
+def _require_positive(name: str, value: object, also: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        raise ValueError(f"{name} must be {also}a number > 0, got {value!r}")
 
 
 def _require_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

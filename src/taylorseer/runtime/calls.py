@@ -71,7 +71,9 @@ class Runtime:
         self.num_steps: int | None = None  # the current run's length, when known
         self.spread: frozenset[int] | None = None  # the current run's full steps under "spread"
         dtype = getattr(torch, config.factors_dtype) if config.factors_dtype else None
-        self.rule = ForecastRule(config.form, config.order, dtype, config.gap_ratio, config.term_ratio)
+        self.rule = ForecastRule(
+            config.form, config.order, dtype, config.gap_ratio, config.effective_term_ratio
+        )
         self.budget = MemoryBudget(config.memory_budget)
         self.granularity = config.granularity  # may turn leaner to fit the memory budget
         self.features: list[CachedFeature] = []
