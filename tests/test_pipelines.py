@@ -120,9 +120,11 @@ def test_cli_calibrate_on_a_pipeline_folder_records_what_it_was_made_for(cases, 
     assert main([*arguments, *sizes, "--samples", "1", "--max-calls", "4", "--output", str(output)]) == 0
     printed = capsys.readouterr()
     assert "4 sampling runs" in printed.out and "held-out seeds: PSNR" in printed.out
+    flow_default = TaylorSeerConfig(sampler="flow").spread_placement(8)  # Wan's scheduler: flow matching
+    assert f"default full steps {flow_default}," in printed.out
     assert "calibration: sampling runs" in printed.err  # the progress bar, with its total
     config = TaylorSeerConfig.from_json(output)
-    assert config.schedule == "calibrated" and config.num_steps == 8
+    assert config.schedule == "calibrated" and config.num_steps == 8 and config.sampler == "flow"
     assert len(config.full_steps) == TaylorSeerConfig().full_step_budget(8)
     made_for = config.calibrated_for
     assert made_for["scheduler"] == "FlowMatchEulerDiscreteScheduler"

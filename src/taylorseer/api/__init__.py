@@ -10,14 +10,19 @@ from typing import Any
 from torch import nn
 
 from taylorseer.api.installation import Installation
-from taylorseer.api.pipelines import denoisers, is_pipeline, pipeline_clock, warn_if_made_for_another
+from taylorseer.api.pipelines import (
+    denoisers,
+    detected_sampler,
+    is_pipeline,
+    pipeline_clock,
+    warn_if_made_for_another,
+)
 from taylorseer.config import TaylorSeerConfig
 from taylorseer.core.clock import TimestepClock
 from taylorseer.runtime.calls import Clock, Runtime
 from taylorseer.wiring.discovery import timestep_argument
 from taylorseer.wiring.forwards import Undo, is_wrapped
 from taylorseer.wiring.model_hook import hook_model
-from taylorseer.wiring.samplers import model_sampler, scheduler_sampler
 
 
 class TaylorSeerHandle:
@@ -122,7 +127,7 @@ def apply_taylorseer(model: Any, config: TaylorSeerConfig | None = None) -> Tayl
     for each in models:
         _check_model(each)
     warn_if_made_for_another(config.calibrated_for, model)
-    config = _with_sampler(config, model, models)
+    config = _with_sampler(config, model)
     arguments = [timestep_argument(each) for each in models]
     undo: list[Undo] = []
     try:
@@ -143,13 +148,10 @@ def apply_taylorseer(model: Any, config: TaylorSeerConfig | None = None) -> Tayl
     return TaylorSeerHandle(model, runtimes, clock, undo)
 
 
-def _with_sampler(config: TaylorSeerConfig, target: Any, models: list[nn.Module]) -> TaylorSeerConfig:
+def _with_sampler(config: TaylorSeerConfig, target: Any) -> TaylorSeerConfig:
     """`config` with `sampler` filled in, when unset, from the pipeline's scheduler or else the
     model's class (unknown to both: left None, and the defaults for an unknown sampler apply)."""
-    if config.sampler is not None:
-        return config
-    found = scheduler_sampler(target.components.get("scheduler")) if is_pipeline(target) else None
-    found = found or model_sampler(models[0])
+    found = None if config.sampler is not None else detected_sampler(target)
     return config if found is None else dataclasses.replace(config, sampler=found)
 
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from taylorseer.core.clock import SchedulerClock, TimestepClock
 from taylorseer.wiring.forwards import Undo, is_wrapped
+from taylorseer.wiring.samplers import model_sampler, scheduler_sampler
 from taylorseer.wiring.scheduler_hook import drives_a_clock, hook_scheduler
 
 # The denoisers a pipeline may call, in the order it calls them (Wan 2.2: two experts, the
@@ -31,6 +32,14 @@ def denoisers(pipe: Any) -> list[nn.Module]:
             f"it has {sorted(name for name, value in components.items() if value is not None)}"
         )
     return found
+
+
+def detected_sampler(target: Any) -> str | None:
+    """The kind of sampler `target` (a pipeline or a model) runs under: the pipeline's scheduler
+    says it, else the class of its (first) denoiser; None when neither is known."""
+    if not is_pipeline(target):
+        return model_sampler(target)
+    return scheduler_sampler(target.components.get("scheduler")) or model_sampler(denoisers(target)[0])
 
 
 def pipeline_clock(pipe: Any) -> tuple[SchedulerClock | TimestepClock, list[Undo]]:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from taylorseer.api import maybe_applied
-from taylorseer.api.pipelines import describe
+from taylorseer.api.pipelines import describe, detected_sampler
 from taylorseer.calibrate import Sampler, calibrate, search, with_full_steps
 from taylorseer.config import TaylorSeerConfig
 
@@ -80,6 +80,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as error:
         parser.error(str(error))
     target, samplers = _bundled(args) if bundled else _pipeline(args)
+    base = dataclasses.replace(base, sampler=detected_sampler(target))  # its default placement
     config, lines = _calibrate(args, base, budget, samplers)
     made_for = dict(describe(target), model=args.model, num_steps=args.steps)
     dataclasses.replace(config, calibrated_for=made_for).to_json(args.output)
@@ -110,7 +111,8 @@ def _calibrate(
             config, report = calibrate(counted, base, args.steps, budget, max_calls=args.max_calls)
     default = with_full_steps(base, base.spread_placement(args.steps, budget), args.steps)
     lines = [
-        f"{args.model}: {budget} of {args.steps} steps full; calibrated full steps {list(config.full_steps)}",
+        f"{args.model}: {budget} of {args.steps} steps full; default full steps {list(default.full_steps)}, "
+        f"calibrated {list(config.full_steps)}",
         f"  {report['sampler_calls']} sampling runs, {report['seconds']:.1f} s",
     ]
     for label, seed in (("calibration seeds", args.seed), ("held-out seeds", args.held_out_seed)):
