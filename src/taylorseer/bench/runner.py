@@ -71,7 +71,7 @@ def methods_for(subject: Subject, default: TaylorSeerConfig, with_peers: bool) -
     return methods + (peer_methods(subject.family, default) if with_peers else [])
 
 
-SHIPPED_SCHEDULES = ("dit-digits", "flux-digits")  # calibrated by the exhaustive search, shipped
+SHIPPED_SCHEDULES = ("dit-digits", "flux-digits")  # found by `taylorseer calibrate`, shipped
 
 
 def calibrations(subject: Subject, default: TaylorSeerConfig) -> list[Method]:
@@ -146,11 +146,14 @@ def write(out: Path, results: dict[str, list[Row]], settings: dict, seconds: flo
 FLUX_LARGE_TEXT = (
     "flux-large is a FLUX-architecture transformer with random weights and 1024 image tokens: it "
     "is here to measure speed where compute dominates (latency against FLOPs), not fidelity. Its "
-    "PSNR rows do not carry over to trained models: on it, per-module forecasts beat the "
-    "whole-output default by about 19 dB, while on the four trained models (dit-digits, "
-    "flux-digits, and dit-heldout and flux-heldout, which took part in no choice) per-module "
-    "forecasts range from 0.5 dB worse to 1.4 dB better at 30-80 times the cache memory. We have "
-    "not found why random weights favour per-module forecasts so strongly. "
+    "PSNR rows do not carry over to trained models. With random weights its blocks make about 5% "
+    "of its output: the rest goes from the latents through the embedding and the final layer "
+    "without touching a block (`python -m taylorseer.bench.block_share`, [BLOCKS.md](BLOCKS.md)). "
+    "Per-module forecasts compute that path exactly and forecast only the blocks' part, so their "
+    "error is about 20 times (26 dB) smaller than that of the whole-output default, which "
+    "forecasts all of it; hence the gap between the two rows above. In the trained models the "
+    "blocks make 76% to 200% of the output, and the per-module rows of the other models lie within "
+    "a few dB of the default, above or below. "
     '`granularity="module"` is one setting away when the memory is there.'
 )
 
