@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ def _passing_through(block: Block) -> Forward:
     return forward
 
 
-def block_shares(model: nn.Module, sample: Any, steps: int) -> list[float]:
+def block_shares(model: nn.Module, sample: Callable[[int], Any], steps: int) -> list[float]:
     """The blocks' share of `model`'s output at `FRACTIONS` of a `steps`-step run of `sample`."""
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 

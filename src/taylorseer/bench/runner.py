@@ -150,7 +150,7 @@ FLUX_LARGE_TEXT = (
     "of its output: the rest goes from the latents through the embedding and the final layer "
     "without touching a block (`python -m taylorseer.bench.block_share`, [BLOCKS.md](BLOCKS.md)). "
     "Per-module forecasts compute that path exactly and forecast only the blocks' part, so their "
-    "error is about 20 times (26 dB) smaller than that of the whole-output default, which "
+    "error is about 18 times (25 dB) smaller than that of the whole-output default, which "
     "forecasts all of it; hence the gap between the two rows above. In the trained models the "
     "blocks make 76% to 200% of the output, and the per-module rows of the other models lie within "
     "a few dB of the default, above or below. "
