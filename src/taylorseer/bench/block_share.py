@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from taylorseer.bench.harness import Subject
-from taylorseer.bench.subjects import FAMILIES, bundled_subject, large_flux_subject
+from taylorseer.bench.subjects import FAMILIES, large_flux_subject
+from taylorseer.models.bundled import load_bundled
 from taylorseer.wiring.discovery import Block, discover_blocks
 from taylorseer.wiring.forwards import Forward, wrap_forward
 from taylorseer.wiring.streams import assemble, stream_inputs
@@ -78,8 +78,14 @@ def block_shares(model: nn.Module, sample: Callable[[int], Any], steps: int) -> 
     return shares
 
 
-def subject_of(name: str, samples: int) -> Subject:
-    return large_flux_subject() if name == "flux-large" else bundled_subject(name, samples, seed=0)
+def model_and_sampler(name: str, samples: int) -> tuple[nn.Module, Callable[[int], Any]]:
+    """The model and its full-compute sampler (steps -> samples), with no scorer to load."""
+    if name == "flux-large":
+        subject = large_flux_subject()
+        return subject.transformer, subject.sample
+    generator = load_bundled(name)
+    noise, labels = generator.noise(samples, 0), torch.arange(samples) % 10
+    return generator.transformer, lambda steps: generator.sample(noise, labels, steps=steps)
 
 
 def markdown(rows: dict[str, list[float]], steps: int) -> str:
@@ -109,8 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = {}
     for name in args.models.split(","):
-        subject = subject_of(name, args.samples)
-        rows[name] = block_shares(subject.transformer, subject.sample, args.steps)
+        rows[name] = block_shares(*model_and_sampler(name, args.samples), args.steps)
     text = markdown(rows, args.steps)
     print(text)
     if args.out:
