@@ -152,7 +152,7 @@ FLUX_LARGE_TEXT = (
     "Per-module forecasts compute that path exactly and forecast only the blocks' part, so their "
     "error is about 18 times (25 dB) smaller than that of the whole-output default, which "
     "forecasts all of it; hence the gap between the two rows above. In the trained models the "
-    "blocks make 76% to 200% of the output, and the per-module rows of the other models lie within "
+    "blocks make 76% to 201% of the output, and the per-module rows of the other models lie within "
     "a few dB of the default, above or below. "
     '`granularity="module"` is one setting away when the memory is there.'
 )
