@@ -70,6 +70,20 @@ def test_the_search_lowers_the_error_and_holds_on_other_seeds():
         assert handle.stats["full_steps"] == 6
 
 
+def test_the_search_starts_from_the_default_placement_of_the_detected_sampler():
+    model = tiny_dit()  # a DiT: apply_taylorseer detects a diffusion sampler
+    calls = []
+    base = TaylorSeerConfig(order=1)
+    sampler = tiny_sampler(model, 0, calls=calls)
+    config, report = search(sampler, base, num_steps=20, budget=6, max_evaluations=30)
+    assert calls[0].interval == 1 and config.sampler == "diffusion"
+    default = TaylorSeerConfig(order=1, sampler="diffusion").spread_placement(20, 6)
+    assert calls[1].full_steps == tuple(default)  # the first placement measured is the default
+    run = tiny_sampler(model, 0)
+    default_mse = torch.mean((run(with_full_steps(config, default, 20)) - run(None)) ** 2).item()
+    assert report["start_mse"] == pytest.approx(default_mse) and report["mse"] <= report["start_mse"]
+
+
 def test_calibrate_in_a_dozen_calls_comes_close_to_the_search_and_beats_the_default_placement():
     model = tiny_dit()
     base = TaylorSeerConfig(order=1)

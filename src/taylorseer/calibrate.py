@@ -6,9 +6,9 @@ at each skipped step on that recorded trajectory and weighs it by the step's pos
 weights fitted to a few closed-loop runs; the placement it predicts best is run closed loop, the
 fit updated, and so on until the calls are spent. The best placement measured wins if it also
 beats the default on most of the samples (`improves_most`); else the default stays.
-`search` is the exhaustive closed-loop search it replaces (a family of placements, then moves of
-one full step at a time while the measured error falls: one or two hundred sampler calls), kept
-as the yardstick. Both return a `TaylorSeerConfig` with schedule "calibrated" and `full_steps`.
+`search` is the exhaustive closed-loop search it replaces (the default placement and a family of
+spread ones, then moves of one full step at a time while the measured error falls: one or two
+hundred sampler calls), kept as the yardstick. Both return a `TaylorSeerConfig` with schedule "calibrated" and `full_steps`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
 from taylorseer.config import TaylorSeerConfig
@@ -96,23 +95,23 @@ def search(
 ) -> tuple[TaylorSeerConfig, dict[str, float]]:
     """The exhaustive closed-loop search (every evaluation a sampler call); as `calibrate`."""
     start_time = time.perf_counter()
-    reference = sampler(None)
+    reference, base, _ = _reference(sampler, base, num_steps)
 
     def error(steps: list[int]) -> float:
-        config = with_full_steps(base, steps, num_steps)
-        return torch.mean((sampler(config).double() - reference.double()) ** 2).item()
+        output = sampler(with_full_steps(base, steps, num_steps)).double()
+        return sample_errors(output, reference).mean().item()
 
-    start_error = error(spread(num_steps, budget, min(base.effective_warmup, budget)))
-    family = {tuple(steps): error(steps) for steps in starting_points(num_steps, budget)}
+    default = base.spread_placement(num_steps, budget)
+    family = {tuple(steps): error(steps) for steps in [default, *starting_points(num_steps, budget)]}
     first = list(min(family, key=family.get))
-    log(f"{len(family) + 2} calls: mse {family[tuple(first)]:.3e}, full steps {first}")
+    log(f"{len(family) + 1} calls: mse {family[tuple(first)]:.3e}, full steps {first}")
     leading = next(k for k, step in enumerate(first + [num_steps]) if step != k)  # fixed: 0..leading-1
-    budget_left = max_evaluations - len(family) - 2
+    budget_left = max_evaluations - len(family) - 1
     best, best_error, climbed = hill_climb(
         first, error, num_steps, leading, reach, budget_left, family[tuple(first)]
     )
-    calls = len(family) + climbed + 2  # + the reference and the even start
-    report = dict(start_mse=start_error, mse=best_error, evaluations=calls, sampler_calls=calls)
+    calls = len(family) + climbed + 1  # + the reference
+    report = dict(start_mse=family[tuple(default)], mse=best_error, evaluations=calls, sampler_calls=calls)
     return with_full_steps(base, best, num_steps), report | dict(seconds=time.perf_counter() - start_time)
 
 
@@ -134,14 +133,7 @@ def calibrate(
     if max_calls < 3:
         raise ValueError(f"max_calls must be >= 3 (a recording and two placements), got {max_calls}")
     start_time = time.perf_counter()
-    record_config = dataclasses.replace(
-        base, interval=1, schedule="fixed", full_steps=None, error_budget=None, granularity="model",
-        num_steps=num_steps, density=None, calibrated_for=None,
-    )  # fmt: skip
-    with recording() as trajectory:
-        reference = sampler(record_config).double()  # interval 1: full compute, bit for bit
-    if base.sampler is None:  # what apply_taylorseer found, and so the default placement
-        base = dataclasses.replace(base, sampler=trajectory.sampler)
+    reference, base, trajectory = _reference(sampler, base, num_steps)
     model = _OfflineModel(trajectory, base, num_steps)
     measured: dict[tuple[int, ...], float] = {}
     per_sample: dict[tuple[int, ...], Tensor] = {}
@@ -171,6 +163,23 @@ def calibrate(
     )  # fmt: skip
     report["evaluations"] = report["sampler_calls"]
     return with_full_steps(base, list(best), num_steps), report
+
+
+def _reference(
+    sampler: Sampler, base: TaylorSeerConfig, num_steps: int
+) -> tuple[Tensor, TaylorSeerConfig, Trajectory]:
+    """Full compute's samples (through a cache at interval 1: bit for bit, every step's model
+    output recorded), `base` with the sampler that apply_taylorseer detected when `base` names
+    none (the default placement depends on it), and the recorded trajectory."""
+    record_config = dataclasses.replace(
+        base, interval=1, schedule="fixed", full_steps=None, error_budget=None, granularity="model",
+        num_steps=num_steps, density=None, calibrated_for=None,
+    )  # fmt: skip
+    with recording() as trajectory:
+        reference = sampler(record_config).double()
+    if base.sampler is None:
+        base = dataclasses.replace(base, sampler=trajectory.sampler)
+    return reference, base, trajectory
 
 
 def sample_errors(output: Tensor, reference: Tensor) -> Tensor:
