@@ -8,14 +8,15 @@ fit updated, and so on until the calls are spent. The best placement measured wi
 beats the default on most of the samples (`improves_most`); else the default stays.
 `search` is the exhaustive closed-loop search it replaces (the default placement and a family of
 spread ones, then moves of one full step at a time while the measured error falls: one or two
-hundred sampler calls), kept as the yardstick. Both return a `TaylorSeerConfig` with schedule "calibrated" and `full_steps`.
+hundred sampler calls), kept as the yardstick. Both return a `TaylorSeerConfig` with schedule
+"calibrated" and `full_steps`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from torch import Tensor
 
@@ -135,30 +136,30 @@ def calibrate(
     start_time = time.perf_counter()
     reference, base, trajectory = _reference(sampler, base, num_steps)
     model = _OfflineModel(trajectory, base, num_steps)
-    measured: dict[tuple[int, ...], float] = {}
-    per_sample: dict[tuple[int, ...], Tensor] = {}
+    measured: dict[tuple[int, ...], Tensor] = {}  # placement -> (samples,) errors
+
+    def mse(steps: tuple[int, ...]) -> float:
+        return measured[steps].mean().item()
 
     def measure(steps: list[int]) -> None:
         output = sampler(with_full_steps(base, steps, num_steps)).double()
-        per_sample[tuple(steps)] = sample_errors(output, reference)
-        measured[tuple(steps)] = per_sample[tuple(steps)].mean().item()
-        log(f"call {len(measured) + 1}/{max_calls}: mse {measured[tuple(steps)]:.3e}, full steps {steps}")
+        measured[tuple(steps)] = sample_errors(output, reference)
+        log(f"call {len(measured) + 1}/{max_calls}: mse {mse(tuple(steps)):.3e}, full steps {steps}")
 
-    default = base.spread_placement(num_steps, budget)
-    for steps in (default, spread(num_steps, budget, 1, 1.0)):  # two to fit the weights on
+    default = tuple(base.spread_placement(num_steps, budget))
+    for steps in (list(default), spread(num_steps, budget, 1, 1.0)):  # two to fit the weights on
         if tuple(steps) not in measured:
             measure(steps)
     while len(measured) + 1 < max_calls:
-        slope, scale = fit_weights([(model.errors(steps), error) for steps, error in measured.items()])
+        slope, scale = fit_weights([(model.errors(steps), mse(steps)) for steps in measured])
         candidate = model.best_unmeasured(budget, slope, scale, measured)
         if candidate is None:
             break
         measure(candidate)
-    default_errors = per_sample[tuple(default)]
-    trusted = [key for key, errors in per_sample.items() if improves_most(errors, default_errors)]
-    best = min([tuple(default), *trusted], key=measured.get)
+    trusted = [key for key, errors in measured.items() if improves_most(errors, measured[default])]
+    best = min([default, *trusted], key=mse)
     report = dict(
-        start_mse=measured[tuple(default)], mse=measured[best], sampler_calls=len(measured) + 1,
+        start_mse=mse(default), mse=mse(best), sampler_calls=len(measured) + 1,
         seconds=time.perf_counter() - start_time,
     )  # fmt: skip
     report["evaluations"] = report["sampler_calls"]
@@ -222,7 +223,7 @@ class _OfflineModel:
         return self._errors[key]
 
     def best_unmeasured(
-        self, budget: int, slope: float, scale: float, measured: dict[tuple[int, ...], float]
+        self, budget: int, slope: float, scale: float, measured: Collection[tuple[int, ...]]
     ) -> list[int] | None:
         """The placement predicted best (family, then descent), or its best unmeasured neighbour."""
 
