@@ -19,6 +19,7 @@ from torch import Tensor
 
 CONTEXT_PARALLEL = ("ulysses", "ring")  # the kinds `generate --context-parallel` takes
 
+
 def world_size() -> int:
     """The number of ranks the launcher (torchrun) started, from the environment; 1 without one."""
     return int(os.environ.get("WORLD_SIZE", "1"))
