@@ -1,0 +1,119 @@
+"""Does one more full step help? A measurement.
+
+    python -m taylorseer.bench.extra_step --models dit-digits,flux-digits,dit-heldout,flux-heldout \\
+        --out docs/EXTRA_STEP.md
+
+For a placement of full steps (the default's and the paper's fixed one, at `--steps` and
+`--interval`), each step it forecasts is made full in turn, one at a time, and the PSNR against
+full compute compared with the placement's own: how often one more full step lowers fidelity, by
+how much on average and at worst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from taylorseer.api import maybe_applied
+from taylorseer.api.pipelines import detected_sampler
+from taylorseer.bench.metrics import psnr
+from taylorseer.calibrate import with_full_steps
+from taylorseer.config import TaylorSeerConfig
+from taylorseer.models.bundled import load_bundled
+
+MODELS = ("dit-digits", "flux-digits", "dit-heldout", "flux-heldout")
+
+
+def with_one_more(placement: list[int], num_steps: int) -> list[tuple[int, list[int]]]:
+    """(step, placement + that step) for every step of the run the placement does not run in full."""
+    return [(step, sorted([*placement, step])) for step in range(num_steps) if step not in placement]
+
+
+def placements(sampler: str | None, steps: int, interval: int) -> dict[str, list[int]]:
+    """The default's placement for `sampler` and the paper's fixed one, at `interval`."""
+    default = TaylorSeerConfig(interval=interval, sampler=sampler)
+    paper = TaylorSeerConfig(interval=interval, schedule="fixed", sampler=sampler)
+    return {"default": default.spread_placement(steps), "paper's fixed": paper.planned_full_steps(steps)}
+
+
+def measure(name: str, steps: int, interval: int, samples: int, seed: int) -> list[dict]:
+    """One row per placement: its PSNR and the change one more full step makes at each position."""
+    generator = load_bundled(name)
+    labels = torch.arange(samples) % 10
+    noise = generator.noise(samples, seed)
+    reference = generator.sample(noise, labels, steps=steps)
+    base = TaylorSeerConfig(interval=interval, sampler=detected_sampler(generator.transformer))
+
+    def fidelity(full_steps: list[int]) -> float:
+        with maybe_applied(generator.transformer, with_full_steps(base, full_steps, steps)):
+            return psnr(generator.sample(noise, labels, steps=steps), reference)
+
+    rows = []
+    for label, placement in placements(base.sampler, steps, interval).items():
+        own = fidelity(placement)
+        changes = {step: fidelity(more) - own for step, more in with_one_more(placement, steps)}
+        rows.append(dict(model=name, placement=label, full_steps=placement, psnr=own, changes=changes))
+        print(f"{name}, {label}: {len(changes) + 1} runs", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], seconds: float, samples: int, steps: int) -> str:
+    lines = [
+        "# One more full step",
+        "",
+        f"`python -m taylorseer.bench.extra_step {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on this "
+        f"repo's 2-core CPU, {samples} samples per model, {steps} steps). Each step a placement forecasts",
+        "is made full in turn, one at a time; the change is the PSNR (dB, against full compute) with that",
+        "one more full step minus the placement's own.",
+        "",
+        "| model | placement | PSNR | one more full step: lower | mean change | worst | best |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        changes = list(row["changes"].values())
+        lower = sum(change < 0 for change in changes)
+        lines.append(
+            f"| {row['model']} | {row['placement']} {row['full_steps']} | {row['psnr']:.2f} | "
+            f"{lower} of {len(changes)} | {sum(changes) / len(changes):+.2f} | {min(changes):+.2f} | "
+            f"{max(changes):+.2f} |"
+        )
+    lines += ["", "The change at each step made full:", ""]
+    for row in rows:
+        cells = ", ".join(f"{step}: {change:+.2f}" for step, change in row["changes"].items())
+        lines.append(f"- {row['model']}, {row['placement']}: {cells}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--steps", type=int, default=28)
+    parser.add_argument("--interval", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=7000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    rows = [
+        row
+        for name in args.models.split(",")
+        for row in measure(name, args.steps, args.interval, args.samples, args.seed)
+    ]
+    text = markdown(rows, time.perf_counter() - start, args.samples, args.steps)
+    print(text)
+    if args.out:
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
