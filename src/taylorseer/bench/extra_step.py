@@ -11,16 +11,14 @@ how much on average and at worst.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from taylorseer.api import maybe_applied
 from taylorseer.api.pipelines import detected_sampler
+from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.metrics import psnr
 from taylorseer.calibrate import with_full_steps
 from taylorseer.config import TaylorSeerConfig
@@ -90,29 +88,17 @@ def markdown(rows: list[dict], seconds: float, samples: int, steps: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser = table_parser(__doc__, ",".join(MODELS), samples=32, seed=7000)
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--interval", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=7000)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(parser)
     start = time.perf_counter()
     rows = [
         row
         for name in args.models.split(",")
         for row in measure(name, args.steps, args.interval, args.samples, args.seed)
     ]
-    text = markdown(rows, time.perf_counter() - start, args.samples, args.steps)
-    print(text)
-    if args.out:
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-        args.out.write_text(text + "\n")
+    write_table(markdown(rows, time.perf_counter() - start, args.samples, args.steps), rows, args.out)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,13 @@ margin is ours minus the best peer.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from taylorseer.bench import harness, peers
+from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.harness import Method, Subject
 from taylorseer.bench.metrics import psnr
 from taylorseer.bench.runner import SAME_MODULES
@@ -126,23 +124,10 @@ def markdown(rows: list[dict], seconds: float, samples: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--models", default=",".join(FAMILIES))
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=5000)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(table_parser(__doc__, ",".join(FAMILIES), samples=16, seed=5000))
     start = time.perf_counter()
     rows = [row for name in args.models.split(",") for row in measure(name, args.samples, args.seed)]
-    text = markdown(rows, time.perf_counter() - start, args.samples)
-    print(text)
-    if args.out:
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-        args.out.write_text(text + "\n")
+    write_table(markdown(rows, time.perf_counter() - start, args.samples), rows, args.out)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,14 @@ but take no part in any choice.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from taylorseer.api import maybe_applied
+from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.metrics import psnr
 from taylorseer.calibrate import calibrated_config, with_full_steps
 from taylorseer.config import TaylorSeerConfig
@@ -134,14 +132,8 @@ def markdown(rows: list[dict], models: list[str], seconds: float, samples: int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--models", default=",".join([*CHOOSERS.values(), *HELD_OUT.values()]))
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=2000)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--threads", type=int, default=1)
+    models = ",".join([*CHOOSERS.values(), *HELD_OUT.values()])
+    parser = table_parser(__doc__, models, samples=16, seed=2000)
     parser.add_argument("--leading", default=",".join(map(str, LEADING)), help="leading full steps to try")
     parser.add_argument("--densities", default=",".join(map(str, DENSITIES)), help="densities to try")
     parser.add_argument("--gap-ratios", default="none", help="gap ratios to try (none: no limit)")
@@ -150,8 +142,7 @@ def main() -> None:
     parser.add_argument(
         "--stretched", default="", help="bundled models whose shipped calibrated schedule to try, stretched"
     )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(parser)
     start = time.perf_counter()
     models = args.models.split(",")
     leading = tuple(int(v) for v in args.leading.split(","))
@@ -161,12 +152,7 @@ def main() -> None:
     orders = tuple(int(v) for v in args.orders.split(","))
     grid = (leading, densities, ratios, terms, orders, tuple(filter(None, args.stretched.split(","))))
     rows = [row for name in models for row in measure(name, args.samples, args.seed, *grid)]
-    if args.out:
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    text = markdown(rows, models, time.perf_counter() - start, args.samples)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_table(markdown(rows, models, time.perf_counter() - start, args.samples), rows, args.out)
 
 
 if __name__ == "__main__":
