@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from taylorseer.api import maybe_applied
-from taylorseer.api.pipelines import describe, detected_sampler
+from taylorseer.api.pipelines import describe
 from taylorseer.calibrate import Sampler, calibrate, search, with_full_steps
 from taylorseer.config import TaylorSeerConfig
 
@@ -80,7 +80,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as error:
         parser.error(str(error))
     target, samplers = _bundled(args) if bundled else _pipeline(args)
-    base = dataclasses.replace(base, sampler=detected_sampler(target))  # its default placement
     config, lines = _calibrate(args, base, budget, samplers)
     made_for = dict(describe(target), model=args.model, num_steps=args.steps)
     dataclasses.replace(config, calibrated_for=made_for).to_json(args.output)
@@ -109,7 +108,8 @@ def _calibrate(
             config, report = search(counted, base, args.steps, budget)
         else:
             config, report = calibrate(counted, base, args.steps, budget, max_calls=args.max_calls)
-    default = with_full_steps(base, base.spread_placement(args.steps, budget), args.steps)
+    # `config` carries the sampler calibration detected, and with it the default placement
+    default = with_full_steps(config, config.spread_placement(args.steps, budget), args.steps)
     lines = [
         f"{args.model}: {budget} of {args.steps} steps full; default full steps {list(default.full_steps)}, "
         f"calibrated {list(config.full_steps)}",
