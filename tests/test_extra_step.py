@@ -15,7 +15,7 @@ def test_with_one_more_adds_each_forecast_step_once():
 
 
 def test_placements_are_the_defaults_and_the_papers():
-    found = extra_step.placements("diffusion", 28, 3)
+    found = extra_step.placements(TaylorSeerConfig(interval=3, sampler="diffusion"), 28)
     assert found["default"] == TaylorSeerConfig(interval=3, sampler="diffusion").spread_placement(28)
     assert found["paper's fixed"] == [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26]
     assert found["default"] != found["paper's fixed"]

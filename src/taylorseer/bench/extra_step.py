@@ -11,6 +11,7 @@ how much on average and at worst.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -32,11 +33,10 @@ def with_one_more(placement: list[int], num_steps: int) -> list[tuple[int, list[
     return [(step, sorted([*placement, step])) for step in range(num_steps) if step not in placement]
 
 
-def placements(sampler: str | None, steps: int, interval: int) -> dict[str, list[int]]:
-    """The default's placement for `sampler` and the paper's fixed one, at `interval`."""
-    default = TaylorSeerConfig(interval=interval, sampler=sampler)
-    paper = TaylorSeerConfig(interval=interval, schedule="fixed", sampler=sampler)
-    return {"default": default.spread_placement(steps), "paper's fixed": paper.planned_full_steps(steps)}
+def placements(base: TaylorSeerConfig, steps: int) -> dict[str, list[int]]:
+    """`base`'s default placement and the paper's fixed one, at its interval."""
+    paper = dataclasses.replace(base, schedule="fixed")
+    return {"default": base.spread_placement(steps), "paper's fixed": paper.planned_full_steps(steps)}
 
 
 def measure(name: str, steps: int, interval: int, samples: int, seed: int) -> list[dict]:
@@ -52,7 +52,7 @@ def measure(name: str, steps: int, interval: int, samples: int, seed: int) -> li
             return psnr(generator.sample(noise, labels, steps=steps), reference)
 
     rows = []
-    for label, placement in placements(base.sampler, steps, interval).items():
+    for label, placement in placements(base, steps).items():
         own = fidelity(placement)
         changes = {step: fidelity(more) - own for step, more in with_one_more(placement, steps)}
         rows.append(dict(model=name, placement=label, full_steps=placement, psnr=own, changes=changes))
