@@ -19,7 +19,13 @@ from taylorseer.models.classifier import FEATURES, load_classifier
 from taylorseer.models.digits import load_digits
 from taylorseer.models.weights import bundled_path
 
-FAMILIES = {"dit-digits": "dit", "dit-heldout": "dit", "flux-digits": "flux", "flux-heldout": "flux"}
+FAMILIES = {
+    "dit-digits": "dit",
+    "dit-narrow": "dit",
+    "dit-heldout": "dit",
+    "flux-digits": "flux",
+    "flux-heldout": "flux",
+}
 CALIBRATION_SAMPLES = 12  # calibration runs on these few samples, from seeds apart from the bench's
 CALIBRATION_SEED_OFFSET = 10_000
 # The FID-proxy fits a covariance of the classifier's features to the samples: below one sample

@@ -80,6 +80,8 @@ def _load_flux(name: str) -> DigitGenerator:
 BUNDLED_MODELS: dict[str, Callable[[], DigitGenerator]] = {
     "dit-digits": lambda: _load_dit("dit-digits"),
     "flux-digits": lambda: _load_flux("flux-digits"),
+    # A second DiT (deeper, narrower, another seed): with dit-digits it chooses the diffusion placement.
+    "dit-narrow": lambda: _load_dit("dit-narrow"),
     # Another depth, width and seed each, same recipe and sampler: they take part in no choice of ours.
     "dit-heldout": lambda: _load_dit("dit-heldout"),
     "flux-heldout": lambda: _load_flux("flux-heldout"),
