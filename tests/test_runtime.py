@@ -1,12 +1,14 @@
 """Unit tests of the per-call decision (`Runtime`), without any model."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from taylorseer import TaylorSeerConfig
-from taylorseer.config import DIFFUSION_SHAPE
+from taylorseer.config import DIFFUSION_SHAPE, UNKNOWN_SAMPLER_SHAPE
 from taylorseer.core.schedule import full_step_indices, spread
 from taylorseer.runtime.calls import Runtime, forecast_verdict
 
@@ -148,9 +150,10 @@ def test_each_sampler_has_its_placement_and_warmup_or_density_turn_a_shape_into_
     flow, diffusion, unknown = (TaylorSeerConfig(sampler=s) for s in ("flow", "diffusion", None))
     assert flow.spread_placement(50) == spread(50, 12, 1, 1.75)
     assert diffusion.spread_placement(50) == [round(f * 49) for f in DIFFUSION_SHAPE]  # the shape itself
-    assert unknown.spread_placement(28) == diffusion.spread_placement(28) != flow.spread_placement(28)
-    given = TaylorSeerConfig(sampler="diffusion", warmup=2)
-    assert given.spread_placement(50, 12) == spread(50, 12, 2, 1.25)
+    assert unknown.spread_placement(50) == [round(f * 49) for f in UNKNOWN_SAMPLER_SHAPE]
+    assert len({tuple(c.spread_placement(28)) for c in (flow, diffusion, unknown)}) == 3
+    given = TaylorSeerConfig(sampler="diffusion", warmup=3)
+    assert given.spread_placement(50, 12) == spread(50, 12, 3, 1.5)
     assert TaylorSeerConfig(sampler="flow", density=1.0).spread_placement(50, 12) == spread(50, 12, 1, 1.0)
     with pytest.raises(ValueError, match="sampler must be one of flow, diffusion; got 'ddpm'"):
         TaylorSeerConfig(sampler="ddpm")
@@ -163,7 +166,7 @@ def test_without_the_runs_length_spread_warns_and_uses_the_papers_placement():
     assert full == full_step_indices(20, 5, TaylorSeerConfig().effective_warmup)
 
 
-def test_the_diffusion_shape_is_dit_digits_shipped_calibrated_schedule():
-    from taylorseer.bench.placement_sweep import calibrated_fractions
-
-    assert tuple(calibrated_fractions("dit-digits")) == DIFFUSION_SHAPE
+def test_the_diffusion_shape_is_the_one_the_shape_search_found():
+    rows = json.loads((Path(__file__).parents[1] / "docs" / "SHAPE.json").read_text())
+    found = next(row["shape"] for row in rows if row["label"] == "found")
+    assert tuple(step / (found[-1]) for step in found) == DIFFUSION_SHAPE

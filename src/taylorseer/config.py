@@ -34,19 +34,24 @@ class Placement:
     shape: tuple[float, ...] | None = None
 
 
-# dit-digits' calibrated schedule (its schedule.json: 12 of 50 steps), as fractions of the run.
-DIFFUSION_SHAPE = tuple(step / 49 for step in (0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49))
+# Shapes: 12 full steps of 50 as fractions of the run, stretched to every run. Diffusion: the one
+# the search over dit-digits and dit-narrow found (`python -m taylorseer.bench.shape_search`,
+# docs/SHAPE.md); a sampler not known: dit-digits' calibrated schedule (its schedule.json).
+DIFFUSION_SHAPE = tuple(step / 49 for step in (0, 3, 8, 15, 21, 27, 32, 37, 41, 45, 47, 49))
+UNKNOWN_SAMPLER_SHAPE = tuple(step / 49 for step in (0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49))
 # Chosen by `python -m taylorseer.bench.placement_sweep` (docs/PLACEMENT.md), for each kind of
-# sampler on one bundled model of that kind (flow matching: flux-digits; diffusion: dit-digits)
-# and checked on held-out ones; None, a sampler not known: the best worst case over the two.
+# sampler by the worst case of the bundled models of that kind that choose (flow matching:
+# flux-digits; diffusion: dit-digits and dit-narrow) and checked on held-out ones; None, a sampler
+# not known: the best worst case over all three.
 # (`leading` and `density` of a shaped entry are the spread closest to its shape.)
 PLACEMENTS: dict[str | None, Placement] = {
     "flow": Placement(leading=1, density=1.75),
-    "diffusion": Placement(leading=1, density=1.25, shape=DIFFUSION_SHAPE),
-    None: Placement(leading=1, density=1.25, shape=DIFFUSION_SHAPE),
+    "diffusion": Placement(leading=2, density=1.5, shape=DIFFUSION_SHAPE),
+    None: Placement(leading=1, density=1.25, shape=UNKNOWN_SAMPLER_SHAPE),
 }
 # The default `term_ratio` for each kind of sampler, chosen with the placements (docs/PLACEMENT.md:
-# the best on flux-digits for flow matching, on dit-digits for diffusion; None: the best worst case).
+# the best on flux-digits for flow matching, on the diffusion choosers' worst case for diffusion;
+# None: the best worst case over all).
 TERM_RATIOS: dict[str | None, float] = {"flow": 1.0, "diffusion": 0.5, None: 0.5}
 BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with this warm-up
 

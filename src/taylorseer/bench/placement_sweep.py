@@ -7,9 +7,11 @@ placement is sampled at each order (1 and 2 unless told) on the same seeds and s
 against full compute. Placements: the `spread` family (the first `leading` steps, the rest spread
 to the last step with gaps shrinking toward the end as `density` grows; density 1 is even), the
 paper's, and with `--stretched` the shipped calibrated schedules of bundled models stretched to
-each count (`core.schedule.stretched`). Each kind of sampler has its placement
-(`config.PLACEMENTS`), chosen on one model: `dit-digits` for diffusion (DDIM), `flux-digits` for
-flow matching; the placement for an unknown sampler is the best worst case over the two.
+each count (`core.schedule.stretched`), and the shapes shipped for a kind of sampler, stretched in
+the same way (`bench.shape_search` finds them). Each kind of sampler has its placement
+(`config.PLACEMENTS`), chosen on the worst case of its choosing models: `dit-digits` and
+`dit-narrow` for diffusion (DDIM), `flux-digits` for flow matching; the placement for an unknown
+sampler is the best worst case over all three.
 `dit-heldout` and `flux-heldout` are measured in the same way and shown beside their chooser,
 but take no part in any choice.
 """
@@ -26,11 +28,12 @@ from taylorseer.api import maybe_applied
 from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.metrics import psnr
 from taylorseer.calibrate import calibrated_config, with_full_steps
-from taylorseer.config import TaylorSeerConfig
+from taylorseer.config import PLACEMENTS, TaylorSeerConfig
 from taylorseer.core.schedule import full_step_indices, spread, stretched
 from taylorseer.models.bundled import load_bundled
 
-CHOOSERS = {"diffusion": "dit-digits", "flow": "flux-digits"}  # sampler -> the model that chooses
+# sampler -> the models that choose its placement (by their worst case)
+CHOOSERS = {"diffusion": ("dit-digits", "dit-narrow"), "flow": ("flux-digits",)}
 HELD_OUT = {"diffusion": "dit-heldout", "flow": "flux-heldout"}
 STEP_COUNTS = (28, 50)
 INTERVALS = (3, 5, 7)
@@ -65,6 +68,9 @@ def measure(
             placements[f"spread leading {first} density {density}"] = spread(steps, budget, first, density)
         for source, fractions in shapes.items():  # a model's shipped calibrated schedule, stretched
             placements[f"{source}'s calibrated, stretched"] = stretched(steps, budget, fractions)
+        for sampler, placement in PLACEMENTS.items():  # the shapes shipped in config.PLACEMENTS
+            if sampler and placement.shape:
+                placements[f"shipped {sampler} shape, stretched"] = stretched(steps, budget, placement.shape)
         for (name_of, full_steps), order, ratio, terms in itertools.product(
             placements.items(), orders, gap_ratios, term_ratios
         ):
@@ -113,10 +119,12 @@ def markdown(rows: list[dict], models: list[str], seconds: float, samples: int, 
         "",
     ]
     sections = [
-        (f"{sampler}: chosen on {name}", (name,), (HELD_OUT[sampler],)) for sampler, name in CHOOSERS.items()
+        (f"{sampler}: chosen on {' and '.join(names)}", names, (HELD_OUT[sampler],))
+        for sampler, names in CHOOSERS.items()
     ]
-    unknown = "unknown sampler: chosen on both (best worst case)"
-    sections.append((unknown, tuple(CHOOSERS.values()), tuple(HELD_OUT.values())))
+    every_chooser = tuple(name for names in CHOOSERS.values() for name in names)
+    unknown = "unknown sampler: chosen on every chooser (best worst case)"
+    sections.append((unknown, every_chooser, tuple(HELD_OUT.values())))
     for title, choosers, held_out in sections:
         if not set(choosers) <= set(models):
             continue
@@ -132,7 +140,7 @@ def markdown(rows: list[dict], models: list[str], seconds: float, samples: int, 
 
 
 def main() -> None:
-    models = ",".join([*CHOOSERS.values(), *HELD_OUT.values()])
+    models = ",".join([name for names in CHOOSERS.values() for name in names] + list(HELD_OUT.values()))
     parser = table_parser(__doc__, models, samples=16, seed=2000)
     parser.add_argument("--leading", default=",".join(map(str, LEADING)), help="leading full steps to try")
     parser.add_argument("--densities", default=",".join(map(str, DENSITIES)), help="densities to try")
