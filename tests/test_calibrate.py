@@ -8,6 +8,7 @@ import torch
 from taylorseer import TaylorSeerConfig, apply_taylorseer
 from taylorseer.api import maybe_applied
 from taylorseer.calibrate import (
+    _reference,
     calibrate,
     improves_most,
     neighbours,
@@ -133,3 +134,10 @@ def test_calibrate_keeps_the_default_when_no_placement_wins_on_most_samples():
     config, report = calibrate(one_lucky_sample, base, num_steps=20, budget=6)
     assert config.full_steps == default and report["mse"] == report["start_mse"] > 0.25
     assert report["sampler_calls"] == 12  # it did measure other placements, better in total
+
+
+def test_the_reference_run_can_learn_the_sampler_without_keeping_the_trajectory():
+    run = tiny_sampler(tiny_dit(), 0)
+    reference, base, trajectory = _reference(run, TaylorSeerConfig(), num_steps=20, elements=0)
+    assert base.sampler == "diffusion" and torch.equal(reference, run(None).double())
+    assert trajectory.values and all(v.numel() == 0 for values in trajectory.values.values() for v in values)

@@ -96,7 +96,7 @@ def search(
 ) -> tuple[TaylorSeerConfig, dict[str, float]]:
     """The exhaustive closed-loop search (every evaluation a sampler call); as `calibrate`."""
     start_time = time.perf_counter()
-    reference, base, _ = _reference(sampler, base, num_steps)
+    reference, base, _ = _reference(sampler, base, num_steps, elements=0)  # the sampler only
 
     def error(steps: list[int]) -> float:
         output = sampler(with_full_steps(base, steps, num_steps)).double()
@@ -167,16 +167,17 @@ def calibrate(
 
 
 def _reference(
-    sampler: Sampler, base: TaylorSeerConfig, num_steps: int
+    sampler: Sampler, base: TaylorSeerConfig, num_steps: int, elements: int = 65536
 ) -> tuple[Tensor, TaylorSeerConfig, Trajectory]:
     """Full compute's samples (through a cache at interval 1: bit for bit, every step's model
-    output recorded), `base` with the sampler that apply_taylorseer detected when `base` names
-    none (the default placement depends on it), and the recorded trajectory."""
+    output recorded, `elements` values of it), `base` with the sampler that apply_taylorseer
+    detected when `base` names none (the default placement depends on it), and the recorded
+    trajectory."""
     record_config = dataclasses.replace(
         base, interval=1, schedule="fixed", full_steps=None, error_budget=None, granularity="model",
         num_steps=num_steps, density=None, calibrated_for=None,
     )  # fmt: skip
-    with recording() as trajectory:
+    with recording(elements) as trajectory:
         reference = sampler(record_config).double()
     if base.sampler is None:
         base = dataclasses.replace(base, sampler=trajectory.sampler)
