@@ -80,8 +80,9 @@ def _load_flux(name: str) -> DigitGenerator:
 BUNDLED_MODELS: dict[str, Callable[[], DigitGenerator]] = {
     "dit-digits": lambda: _load_dit("dit-digits"),
     "flux-digits": lambda: _load_flux("flux-digits"),
-    # A second DiT (deeper, narrower, another seed): with dit-digits it chooses the diffusion placement.
+    # A second model of each kind (narrower, another seed): they choose placements with the two above.
     "dit-narrow": lambda: _load_dit("dit-narrow"),
+    "flux-narrow": lambda: _load_flux("flux-narrow"),
     # Another depth, width and seed each, same recipe and sampler: they take part in no choice of ours.
     "dit-heldout": lambda: _load_dit("dit-heldout"),
     "flux-heldout": lambda: _load_flux("flux-heldout"),
