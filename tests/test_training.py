@@ -140,3 +140,19 @@ def test_the_scripts_reproduce_their_recorded_losses(name, tmp_path, monkeypatch
     script.train(3, 0, tmp_path / "out", batch_size=16)
     assert seen == pytest.approx(SCRIPT_LOSSES[name], rel=1e-4)
     assert (tmp_path / "out" / "training.json").exists()
+
+
+def test_each_variant_trains_its_recipe_with_its_own_size_and_name(tmp_path, monkeypatch):
+    from taylorseer.training import dit_digits, flux_digits, variants
+
+    calls = []
+    monkeypatch.setattr(dit_digits, "train", lambda *args, **kwargs: calls.append(("dit", args, kwargs)))
+    monkeypatch.setattr(flux_digits, "train", lambda *args, **kwargs: calls.append(("flux", args, kwargs)))
+    for name, variant in variants.VARIANTS.items():
+        variants.train_variant(name, 7, variant.seed, tmp_path)
+        recipe, args, kwargs = calls[-1]
+        shape = kwargs["architecture"] if recipe == "dit" else kwargs["config"]
+        base = dit_digits.ARCHITECTURE if recipe == "dit" else flux_digits.TRANSFORMER_CONFIG
+        assert recipe == variant.recipe and args == (7, variant.seed, tmp_path) and kwargs["name"] == name
+        assert shape == base | variant.changes and shape != base
+    assert all(variant.seed != 0 for variant in variants.VARIANTS.values())  # the recipes' own seed is 0

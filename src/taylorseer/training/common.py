@@ -118,14 +118,20 @@ def train_loop(
 
 
 def run_script(
-    train: Callable[[int, int, Path], None], doc: str | None, steps: int, out: Path, seed: int = 0
+    train: Callable[[int, int, Path], None],
+    doc: str | None,
+    steps: int,
+    out: Path,
+    seed: int = 0,
+    argv: list[str] | None = None,
 ) -> None:
-    """The command line of a generator's training script: --steps, --seed, --threads, --out."""
+    """The command line of a generator's training script: --steps, --seed, --threads, --out
+    (parsed from `argv`, else the process's arguments)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--seed", type=int, default=seed)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=out)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train(args.steps, args.seed, args.out)

@@ -20,6 +20,7 @@ from taylorseer.models.bundled import BUNDLED_MODELS, load_bundled
 from taylorseer.models.classifier import load_classifier
 from taylorseer.models.digits import load_digits
 from taylorseer.models.weights import bundled_path
+from taylorseer.training.variants import VARIANTS
 
 
 @torch.no_grad()
@@ -67,9 +68,9 @@ def main() -> None:
     for name in BUNDLED_MODELS:
         record = json.loads((bundled_path(name) / "training.json").read_text())
         result = evaluate(name, args.per_class, args.seed)
-        module = name.replace("-", "_")
+        command = f"variants {name}" if name in VARIANTS else name.replace("-", "_")
         lines.append(
-            f"| `{name}` | `python -m taylorseer.training.{module}` | {record['settings']['steps']} | "
+            f"| `{name}` | `python -m taylorseer.training.{command}` | {record['settings']['steps']} | "
             f"{record['train_seconds'] / 60:.0f} min | {record['final_loss']:.4f} | "
             f"{result['accuracy']:.1%} | {result['worst_class_accuracy']:.1%} | {result['fid_proxy']:.2f} |"
         )
