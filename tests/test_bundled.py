@@ -9,7 +9,7 @@ pytest.importorskip("sklearn")
 from taylorseer import TaylorSeerConfig  # noqa: E402
 from taylorseer.api import maybe_applied  # noqa: E402
 from taylorseer.bench.metrics import frechet_distance, psnr  # noqa: E402
-from taylorseer.models.bundled import load_bundled  # noqa: E402
+from taylorseer.models.bundled import BUNDLED_MODELS, load_bundled  # noqa: E402
 from taylorseer.models.classifier import load_classifier  # noqa: E402
 from taylorseer.models.digits import load_digits  # noqa: E402
 from taylorseer.models.weights import bundled_path, load_safetensors  # noqa: E402
@@ -76,3 +76,12 @@ def test_corrupted_or_mismatched_weights_name_the_file(tmp_path, classifier):
         load_safetensors(tmp_path / "shapes.safetensors", classifier.state_dict())
     with pytest.raises(FileNotFoundError, match="no bundled model 'sd-digits'"):
         bundled_path("sd-digits")
+
+
+def test_every_bundled_model_has_the_family_of_its_architecture():
+    from taylorseer.bench.subjects import FAMILIES
+    from taylorseer.models.dit import DiT
+
+    assert set(FAMILIES) == set(BUNDLED_MODELS)
+    for name, family in FAMILIES.items():
+        assert family == ("dit" if isinstance(load_bundled(name).transformer, DiT) else "flux"), name

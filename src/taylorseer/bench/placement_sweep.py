@@ -34,6 +34,7 @@ from taylorseer.models.bundled import load_bundled
 
 # sampler -> the models that choose its placement (by their worst case)
 CHOOSERS = {"diffusion": ("dit-digits", "dit-narrow"), "flow": ("flux-digits",)}
+EVERY_CHOOSER = tuple(name for names in CHOOSERS.values() for name in names)
 HELD_OUT = {"diffusion": "dit-heldout", "flow": "flux-heldout"}
 STEP_COUNTS = (28, 50)
 INTERVALS = (3, 5, 7)
@@ -122,9 +123,8 @@ def markdown(rows: list[dict], models: list[str], seconds: float, samples: int, 
         (f"{sampler}: chosen on {' and '.join(names)}", names, (HELD_OUT[sampler],))
         for sampler, names in CHOOSERS.items()
     ]
-    every_chooser = tuple(name for names in CHOOSERS.values() for name in names)
     unknown = "unknown sampler: chosen on every chooser (best worst case)"
-    sections.append((unknown, every_chooser, tuple(HELD_OUT.values())))
+    sections.append((unknown, EVERY_CHOOSER, tuple(HELD_OUT.values())))
     for title, choosers, held_out in sections:
         if not set(choosers) <= set(models):
             continue
@@ -140,7 +140,7 @@ def markdown(rows: list[dict], models: list[str], seconds: float, samples: int, 
 
 
 def main() -> None:
-    models = ",".join([name for names in CHOOSERS.values() for name in names] + list(HELD_OUT.values()))
+    models = ",".join([*EVERY_CHOOSER, *HELD_OUT.values()])
     parser = table_parser(__doc__, models, samples=16, seed=2000)
     parser.add_argument("--leading", default=",".join(map(str, LEADING)), help="leading full steps to try")
     parser.add_argument("--densities", default=",".join(map(str, DENSITIES)), help="densities to try")

@@ -26,13 +26,12 @@ from taylorseer.api import maybe_applied
 from taylorseer.api.pipelines import detected_sampler
 from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.metrics import psnr
+from taylorseer.bench.placement_sweep import INTERVALS, STEP_COUNTS
 from taylorseer.calibrate import hill_climb, starting_points, with_full_steps
 from taylorseer.config import TaylorSeerConfig
 from taylorseer.core.schedule import full_step_indices, stretched
 from taylorseer.models.bundled import load_bundled
 
-STEP_COUNTS = (28, 50)
-INTERVALS = (3, 5, 7)
 Score = Callable[[list[int]], float]
 
 

@@ -14,18 +14,12 @@ from taylorseer.bench.harness import STEPS, Subject
 from taylorseer.bench.metrics import frechet_distance
 from taylorseer.config import TaylorSeerConfig
 from taylorseer.models import flux_digits
-from taylorseer.models.bundled import load_bundled
+from taylorseer.models.bundled import BUNDLED_MODELS, load_bundled
 from taylorseer.models.classifier import FEATURES, load_classifier
 from taylorseer.models.digits import load_digits
 from taylorseer.models.weights import bundled_path
 
-FAMILIES = {
-    "dit-digits": "dit",
-    "dit-narrow": "dit",
-    "dit-heldout": "dit",
-    "flux-digits": "flux",
-    "flux-heldout": "flux",
-}
+FAMILIES = {name: name.split("-")[0] for name in BUNDLED_MODELS}  # bundled model -> "dit" | "flux"
 CALIBRATION_SAMPLES = 12  # calibration runs on these few samples, from seeds apart from the bench's
 CALIBRATION_SEED_OFFSET = 10_000
 # The FID-proxy fits a covariance of the classifier's features to the samples: below one sample
