@@ -23,37 +23,62 @@ SAMPLERS = ("flow", "diffusion")  # flow matching / rectified flow; DDPM-trained
 class Placement:
     """Where "spread" puts a run's full steps, for one kind of sampler.
 
-    The first `leading` steps and the rest spread with `density` (`core.schedule.spread`); with a
-    `shape` (a reference placement, as fractions of a run), that shape stretched to the run's
-    length and count instead (`core.schedule.stretched`). A config's `warmup` or `density`, when
-    set, replaces the shape by `spread`, the other value taken from here.
+    The first `leading` steps and the rest spread with `density` (`core.schedule.spread`); with
+    `shapes` (reference placements as fractions of a run, each searched at one interval), the
+    shape for the run's number of full steps stretched to the run's length and count instead
+    (`core.schedule.stretched`). A config's `warmup` or `density`, when set, replaces the shape by
+    `spread`, the other value taken from here.
     """
 
     leading: int
     density: float
-    shape: tuple[float, ...] | None = None
+    shapes: dict[int, tuple[float, ...]] = field(default_factory=dict, hash=False)  # interval -> shape
+
+    def shape_for(self, num_steps: int, budget: int) -> tuple[float, ...] | None:
+        """The shape searched at the interval whose paper count of full steps in a run of
+        `num_steps` is nearest to `budget` (the first such interval on a tie); None without shapes."""
+        if not self.shapes:
+            return None
+        distance = {i: abs(len(full_step_indices(num_steps, i, BUDGET_WARMUP)) - budget) for i in self.shapes}
+        return self.shapes[min(self.shapes, key=distance.__getitem__)]
 
 
-# Shapes: 12 full steps of 50 as fractions of the run, stretched to every run. Diffusion: the one
-# the search over dit-digits and dit-narrow found (`python -m taylorseer.bench.shape_search`,
-# docs/SHAPE.md); a sampler not known: dit-digits' calibrated schedule (its schedule.json).
-DIFFUSION_SHAPE = tuple(step / 49 for step in (0, 3, 8, 15, 21, 27, 32, 37, 41, 45, 47, 49))
-UNKNOWN_SAMPLER_SHAPE = tuple(step / 49 for step in (0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49))
+def _fractions(*steps: int) -> tuple[float, ...]:
+    """A placement in a run of 50 steps as fractions of the run."""
+    return tuple(step / 49 for step in steps)
+
+
+BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with this warm-up
+# Shapes: for an interval, its paper count of full steps at 50 steps as fractions of the run,
+# stretched to every run. Found by the search over a sampler kind's two choosing models at that
+# interval, 28 and 50 steps (`python -m taylorseer.bench.shape_search`, docs/SHAPE-flow.md,
+# docs/SHAPE-diffusion.md), and shipped where the held-out model of that kind scored it at least
+# as high as the shape before (diffusion at intervals 3 and 5 keeps the one found at 5 over all
+# three intervals); a sampler not known: dit-digits' calibrated schedule (its schedule.json).
+FLOW_SHAPES = {
+    3: _fractions(0, 4, 8, 13, 17, 20, 23, 27, 30, 33, 36, 38, 41, 43, 45, 47, 48, 49),
+    5: _fractions(0, 7, 13, 21, 27, 32, 37, 41, 44, 46, 48, 49),
+    7: _fractions(0, 11, 21, 30, 37, 42, 46, 48, 49),
+}
+DIFFUSION_SHAPES = {
+    5: _fractions(0, 3, 8, 15, 21, 27, 32, 37, 41, 45, 47, 49),
+    7: _fractions(0, 9, 19, 26, 32, 38, 43, 47, 49),
+}
+UNKNOWN_SAMPLER_SHAPE = _fractions(0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49)
 # Chosen by `python -m taylorseer.bench.placement_sweep` (docs/PLACEMENT.md), for each kind of
 # sampler by the worst case of the bundled models of that kind that choose (flow matching:
 # flux-digits; diffusion: dit-digits and dit-narrow) and checked on held-out ones; None, a sampler
 # not known: the best worst case over all three.
 # (`leading` and `density` of a shaped entry are the spread closest to its shape.)
 PLACEMENTS: dict[str | None, Placement] = {
-    "flow": Placement(leading=1, density=1.75),
-    "diffusion": Placement(leading=2, density=1.5, shape=DIFFUSION_SHAPE),
-    None: Placement(leading=1, density=1.25, shape=UNKNOWN_SAMPLER_SHAPE),
+    "flow": Placement(leading=1, density=1.75, shapes=FLOW_SHAPES),
+    "diffusion": Placement(leading=2, density=1.5, shapes=DIFFUSION_SHAPES),
+    None: Placement(leading=1, density=1.25, shapes={5: UNKNOWN_SAMPLER_SHAPE}),
 }
 # The default `term_ratio` for each kind of sampler, chosen with the placements (docs/PLACEMENT.md:
 # the best on flux-digits for flow matching, on the diffusion choosers' worst case for diffusion;
 # None: the best worst case over all).
 TERM_RATIOS: dict[str | None, float] = {"flow": 1.0, "diffusion": 0.5, None: 0.5}
-BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with this warm-up
 
 # The official TaylorSeer scripts' settings (interval N, max_order, first_enhance), per model family.
 OFFICIAL_PRESETS: dict[str, dict[str, int]] = {
@@ -213,8 +238,9 @@ class TaylorSeerConfig:
         """The "spread" schedule's full steps (`budget` of them, default `full_step_budget`)."""
         budget = self.full_step_budget(num_steps) if budget is None else budget
         placement = PLACEMENTS[self.sampler]
-        if placement.shape is not None and self.warmup is None and self.density is None:
-            return stretched(num_steps, budget, placement.shape)
+        shape = placement.shape_for(num_steps, budget)
+        if shape is not None and self.warmup is None and self.density is None:
+            return stretched(num_steps, budget, shape)
         leading = placement.leading if self.warmup is None else self.warmup
         density = placement.density if self.density is None else float(self.density)
         return spread(num_steps, budget, min(leading, budget), density)

@@ -15,15 +15,9 @@ import dataclasses
 import sys
 import time
 
-import torch
-
-from taylorseer.api import maybe_applied
-from taylorseer.api.pipelines import detected_sampler
 from taylorseer.bench.doc_tables import parse, table_parser, write_table
-from taylorseer.bench.metrics import psnr
-from taylorseer.calibrate import with_full_steps
+from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.config import TaylorSeerConfig
-from taylorseer.models.bundled import load_bundled
 
 MODELS = ("dit-digits", "flux-digits", "dit-heldout", "flux-heldout")
 
@@ -41,20 +35,12 @@ def placements(base: TaylorSeerConfig, steps: int) -> dict[str, list[int]]:
 
 def measure(name: str, steps: int, interval: int, samples: int, seed: int) -> list[dict]:
     """One row per placement: its PSNR and the change one more full step makes at each position."""
-    generator = load_bundled(name)
-    labels = torch.arange(samples) % 10
-    noise = generator.noise(samples, seed)
-    reference = generator.sample(noise, labels, steps=steps)
-    base = TaylorSeerConfig(interval=interval, sampler=detected_sampler(generator.transformer))
-
-    def fidelity(full_steps: list[int]) -> float:
-        with maybe_applied(generator.transformer, with_full_steps(base, full_steps, steps)):
-            return psnr(generator.sample(noise, labels, steps=steps), reference)
-
+    score = PlacementScore(name, samples, seed)
+    base = TaylorSeerConfig(interval=interval, sampler=score.sampler)
     rows = []
     for label, placement in placements(base, steps).items():
-        own = fidelity(placement)
-        changes = {step: fidelity(more) - own for step, more in with_one_more(placement, steps)}
+        own = score(steps, placement)
+        changes = {step: score(steps, more) - own for step, more in with_one_more(placement, steps)}
         rows.append(dict(model=name, placement=label, full_steps=placement, psnr=own, changes=changes))
         print(f"{name}, {label}: {len(changes) + 1} runs", flush=True)
     return rows

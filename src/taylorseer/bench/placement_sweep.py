@@ -10,8 +10,8 @@ paper's, and with `--stretched` the shipped calibrated schedules of bundled mode
 each count (`core.schedule.stretched`), and the shapes shipped for a kind of sampler, stretched in
 the same way (`bench.shape_search` finds them). Each kind of sampler has its placement
 (`config.PLACEMENTS`), chosen on the worst case of its choosing models: `dit-digits` and
-`dit-narrow` for diffusion (DDIM), `flux-digits` for flow matching; the placement for an unknown
-sampler is the best worst case over all three.
+`dit-narrow` for diffusion (DDIM), `flux-digits` and `flux-narrow` for flow matching; the
+placement for an unknown sampler is the best worst case over all four.
 `dit-heldout` and `flux-heldout` are measured in the same way and shown beside their chooser,
 but take no part in any choice.
 """
@@ -22,18 +22,14 @@ import itertools
 import sys
 import time
 
-import torch
-
-from taylorseer.api import maybe_applied
 from taylorseer.bench.doc_tables import parse, table_parser, write_table
-from taylorseer.bench.metrics import psnr
-from taylorseer.calibrate import calibrated_config, with_full_steps
-from taylorseer.config import PLACEMENTS, TaylorSeerConfig
+from taylorseer.bench.placement_score import PlacementScore
+from taylorseer.calibrate import calibrated_config
+from taylorseer.config import PLACEMENTS
 from taylorseer.core.schedule import full_step_indices, spread, stretched
-from taylorseer.models.bundled import load_bundled
 
 # sampler -> the models that choose its placement (by their worst case)
-CHOOSERS = {"diffusion": ("dit-digits", "dit-narrow"), "flow": ("flux-digits",)}
+CHOOSERS = {"diffusion": ("dit-digits", "dit-narrow"), "flow": ("flux-digits", "flux-narrow")}
 EVERY_CHOOSER = tuple(name for names in CHOOSERS.values() for name in names)
 HELD_OUT = {"diffusion": "dit-heldout", "flow": "flux-heldout"}
 STEP_COUNTS = (28, 50)
@@ -55,13 +51,10 @@ def measure(
     stretched_from: tuple[str, ...] = (),
 ) -> list[dict]:
     """One row per (steps, interval, placement, order): full steps and PSNR (dB) vs full compute."""
-    generator = load_bundled(name)
-    labels = torch.arange(samples) % 10
-    noise = generator.noise(samples, seed)
+    score = PlacementScore(name, samples, seed)
     shapes = {source: calibrated_fractions(source) for source in stretched_from}  # read once
     rows = []
     for steps, interval in itertools.product(STEP_COUNTS, INTERVALS):
-        reference = generator.sample(noise, labels, steps=steps)
         paper = full_step_indices(steps, interval, 3)
         budget = len(paper)  # the paper's count (warm-up 3)
         placements = {"paper": paper}
@@ -70,19 +63,17 @@ def measure(
         for source, fractions in shapes.items():  # a model's shipped calibrated schedule, stretched
             placements[f"{source}'s calibrated, stretched"] = stretched(steps, budget, fractions)
         for sampler, placement in PLACEMENTS.items():  # the shapes shipped in config.PLACEMENTS
-            if sampler and placement.shape:
-                placements[f"shipped {sampler} shape, stretched"] = stretched(steps, budget, placement.shape)
+            shape = placement.shape_for(steps, budget)
+            if sampler and shape:
+                placements[f"shipped {sampler} shape, stretched"] = stretched(steps, budget, shape)
         for (name_of, full_steps), order, ratio, terms in itertools.product(
             placements.items(), orders, gap_ratios, term_ratios
         ):
-            config = TaylorSeerConfig(order=order, gap_ratio=ratio, term_ratio=terms)
-            config = with_full_steps(config, full_steps, steps)
             label = name_of + ("" if ratio is None else f", gap ratio {ratio}")
             label += "" if terms is None else f", term ratio {terms}"
-            with maybe_applied(generator.transformer, config):
-                images = generator.sample(noise, labels, steps=steps)
+            value = score(steps, full_steps, order=order, gap_ratio=ratio, term_ratio=terms)
             rows.append(dict(model=name, steps=steps, interval=interval, budget=budget, placement=label,
-                             order=order, psnr=psnr(images, reference)))  # fmt: skip
+                             order=order, psnr=value))  # fmt: skip
         runs = len(placements) * len(orders) * len(gap_ratios) * len(term_ratios)
         print(f"{name} {steps} steps, interval {interval}: {runs} runs", flush=True)
     return rows

@@ -1,65 +1,49 @@
-"""Search the shape of a placement on several choosing models at once.
+"""Search the shapes of a sampler's placement, one per interval, on several choosing models at once.
 
     python -m taylorseer.bench.shape_search --models dit-digits,dit-narrow --held-out dit-heldout \\
-        --samples 24 --seed 3000 --out docs/SHAPE.md
+        --samples 24 --seed 3000 --out docs/SHAPE-diffusion.md
 
-A shape is a placement of `--budget` full steps in a run of `--steps` steps, taken as fractions
-of the run and stretched to every step count and full-step count of the placement sweep
-(`core.schedule.stretched`; 28 and 50 steps, the paper's counts at intervals 3, 5 and 7). Its
-score is the worst, over the choosing models, of their mean PSNR against full compute over those
-six runs (each at the default order and term ratio of their sampler). Starting from the shape
-the sampler kind ships with (`config.PLACEMENTS`) and the `spread` family, one full step at a
-time is moved while the score rises (`calibrate.hill_climb`). Models named by `--held-out` are
+A shape is a placement of the paper's number of full steps at one interval in a run of `--steps`
+steps, taken as fractions of the run and stretched to the same interval's count at every step
+count of the placement sweep (`core.schedule.stretched`; 28 and 50 steps). Its score is the
+worst, over the choosing models, of their mean PSNR against full compute over those runs (each at
+the default order and term ratio of their sampler). For each of `--intervals`, starting from the
+shape the sampler kind ships with (`config.PLACEMENTS`) and the `spread` family, one full step at
+a time is moved while the score rises (`calibrate.hill_climb`). Models named by `--held-out` are
 scored on the shapes found and shown, but take no part in the choice.
 """
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 from collections.abc import Callable
 
-import torch
-
-from taylorseer.api import maybe_applied
-from taylorseer.api.pipelines import detected_sampler
 from taylorseer.bench.doc_tables import parse, table_parser, write_table
-from taylorseer.bench.metrics import psnr
+from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.bench.placement_sweep import INTERVALS, STEP_COUNTS
-from taylorseer.calibrate import hill_climb, starting_points, with_full_steps
+from taylorseer.calibrate import hill_climb, starting_points
 from taylorseer.config import TaylorSeerConfig
-from taylorseer.core.schedule import full_step_indices, stretched
-from taylorseer.models.bundled import load_bundled
+from taylorseer.core.schedule import stretched
 
 Score = Callable[[list[int]], float]
 
 
-def model_score(name: str, samples: int, seed: int, shape_steps: int) -> Score:
-    """Mean PSNR (dB) of `name` over the sweep's runs for a shape given as steps of `shape_steps`."""
-    generator = load_bundled(name)
-    labels = torch.arange(samples) % 10
-    noise = generator.noise(samples, seed)
-    base = TaylorSeerConfig(sampler=detected_sampler(generator.transformer))
-    references = {steps: generator.sample(noise, labels, steps=steps) for steps in STEP_COUNTS}
-    measured: dict[tuple[int, tuple[int, ...]], float] = {}  # (steps, full steps) -> PSNR
+def paper_count(steps: int, interval: int) -> int:
+    """Full steps of the paper's schedule (warm-up 3) in a run of `steps`: what a shape places."""
+    return TaylorSeerConfig(interval=interval).full_step_budget(steps)
 
-    def run(steps: int, full_steps: list[int]) -> float:
-        key = (steps, tuple(full_steps))
-        if key not in measured:
-            with maybe_applied(generator.transformer, with_full_steps(base, full_steps, steps)):
-                measured[key] = psnr(generator.sample(noise, labels, steps=steps), references[steps])
-        return measured[key]
 
-    def score(shape: list[int]) -> float:
+def shape_score(score: PlacementScore, interval: int, shape_steps: int) -> Score:
+    """Mean PSNR (dB) over the sweep's step counts at `interval`, for a shape given as steps of
+    `shape_steps`."""
+
+    def mean_psnr(shape: list[int]) -> float:
         fractions = [step / (shape_steps - 1) for step in shape]
-        scores = [
-            run(steps, stretched(steps, len(full_step_indices(steps, interval, 3)), fractions))
-            for steps, interval in itertools.product(STEP_COUNTS, INTERVALS)
-        ]
-        return sum(scores) / len(scores)
+        runs = [stretched(steps, paper_count(steps, interval), fractions) for steps in STEP_COUNTS]
+        return sum(map(score, STEP_COUNTS, runs)) / len(runs)
 
-    return score
+    return mean_psnr
 
 
 def starts(sampler: str, steps: int, budget: int) -> list[list[int]]:
@@ -68,55 +52,81 @@ def starts(sampler: str, steps: int, budget: int) -> list[list[int]]:
     return [shipped, *(s for s in starting_points(steps, budget) if s != shipped)]
 
 
+def search(
+    sampler: str, scores: dict[str, PlacementScore], interval: int, steps: int, max_evaluations: int
+) -> dict[str, list[int]]:
+    """The shipped, best starting and found shapes at `interval`, chosen by the worst of `scores`."""
+    means = [shape_score(score, interval, steps) for score in scores.values()]
+
+    def cost(shape: list[int]) -> float:  # minimized: minus the worst chooser's mean PSNR
+        return -min(mean(shape) for mean in means)
+
+    candidates = starts(sampler, steps, paper_count(steps, interval))
+    first = min(candidates, key=cost)
+    best, _, evaluations = hill_climb(first, cost, steps, fixed=1, max_evaluations=max_evaluations)
+    print(f"interval {interval}: {len(candidates) + evaluations} shapes scored; best {best}", flush=True)
+    return {"shipped": candidates[0], "best start": first, "found": best}
+
+
+def to_ship(found: list[dict], held_out: list[str]) -> dict[int, list[int]]:
+    """Per interval, the shape to ship: the one found, unless a held-out model scores it below the
+    shipped one (the gain on the choosers did not carry over to new weights)."""
+    rows = {(row["interval"], row["label"]): row for row in found}
+    chosen = {}
+    for interval in dict.fromkeys(row["interval"] for row in found):
+        shipped, new = rows[interval, "shipped"], rows[interval, "found"]
+        carries = all(new[name] >= shipped[name] for name in held_out)
+        chosen[interval] = (new if carries else shipped)["shape"]
+    return chosen
+
+
 def markdown(
     sampler: str, found: list[dict], choosers: list[str], held_out: list[str], seconds: float, samples: int
 ) -> str:
     shown = [*choosers, *held_out]
     lines = [
-        f"# The shape of the {sampler} placement",
+        f"# The shapes of the {sampler} placement",
         "",
         f"`python -m taylorseer.bench.shape_search {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on this "
         f"repo's 2-core CPU, {samples} samples per model). Mean PSNR (dB) against full compute over "
-        f"{STEP_COUNTS} steps and the paper's full-step counts at intervals {INTERVALS}, each shape "
-        f"stretched to each; chosen by the worst of {', '.join(choosers)}"
+        f"{STEP_COUNTS} steps at the paper's full-step count of each interval, each shape stretched to "
+        f"each; chosen by the worst of {', '.join(choosers)}"
         + (f"; {', '.join(held_out)} took no part." if held_out else "."),
         "",
-        "| shape (its full steps) | " + " | ".join(shown) + " |",
-        "|---|" + "---:|" * len(shown),
+        "| interval | shape (its full steps) | " + " | ".join(shown) + " |",
+        "|---:|---|" + "---:|" * len(shown),
     ]
     for row in found:
         cells = " | ".join(f"{row[name]:.2f}" for name in shown)
-        lines.append(f"| {row['label']}: {', '.join(map(str, row['shape']))} | {cells} |")
+        lines.append(f"| {row['interval']} | {row['label']}: {', '.join(map(str, row['shape']))} | {cells} |")
+    lines += ["", "To ship: the shape found, unless a held-out model scores it below the shipped one.", ""]
+    for interval, shape in to_ship(found, held_out).items():
+        lines.append(f"- interval {interval}: {', '.join(map(str, shape))}")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = table_parser(__doc__, "dit-digits,dit-narrow", samples=24, seed=3000)
     parser.add_argument("--held-out", default="", help="models scored on the shapes found, not choosing")
-    parser.add_argument("--steps", type=int, default=50, help="step count the shape is searched at")
-    parser.add_argument("--budget", type=int, default=12, help="full steps of the shape")
-    parser.add_argument("--max-evaluations", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=50, help="step count the shapes are searched at")
+    parser.add_argument("--intervals", default=",".join(map(str, INTERVALS)), help="a shape for each")
+    parser.add_argument("--max-evaluations", type=int, default=150, help="per interval")
     args = parse(parser)
     start = time.perf_counter()
     choosers, held_out = args.models.split(","), list(filter(None, args.held_out.split(",")))
-    samplers = {detected_sampler(load_bundled(name).transformer) for name in choosers}
+    scores = {name: PlacementScore(name, args.samples, args.seed) for name in choosers}
+    samplers = {score.sampler for score in scores.values()}
     if len(samplers) != 1 or None in samplers:
         raise ValueError(f"the choosing models {choosers} must share one known sampler, got {samplers}")
     sampler = samplers.pop()
-    scores = {name: model_score(name, args.samples, args.seed, args.steps) for name in choosers}
-
-    def cost(shape: list[int]) -> float:  # minimized: minus the worst chooser's mean PSNR
-        return -min(score(shape) for score in scores.values())
-
-    candidates = starts(sampler, args.steps, args.budget)
-    first = min(candidates, key=cost)
-    best, _, evaluations = hill_climb(first, cost, args.steps, fixed=1, max_evaluations=args.max_evaluations)
-    print(f"{len(candidates) + evaluations} shapes scored; best {best}", flush=True)
-    scores |= {name: model_score(name, args.samples, args.seed, args.steps) for name in held_out}
-    labelled = {"shipped": candidates[0], "best start": first, "found": best}
+    intervals = [int(value) for value in args.intervals.split(",")]
+    labelled = {i: search(sampler, scores, i, args.steps, args.max_evaluations) for i in intervals}
+    scores |= {name: PlacementScore(name, args.samples, args.seed) for name in held_out}
     found = [
-        dict(label=label, shape=shape) | {name: score(shape) for name, score in scores.items()}
-        for label, shape in labelled.items()
+        dict(interval=i, label=label, shape=shape)
+        | {name: shape_score(score, i, args.steps)(shape) for name, score in scores.items()}
+        for i, shapes in labelled.items()
+        for label, shape in shapes.items()
     ]
     text = markdown(sampler, found, choosers, held_out, time.perf_counter() - start, args.samples)
     write_table(text, found, args.out)
