@@ -65,19 +65,17 @@ DIFFUSION_SHAPES = {
     7: _fractions(0, 9, 19, 26, 32, 38, 43, 47, 49),
 }
 UNKNOWN_SAMPLER_SHAPE = _fractions(0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49)
-# Chosen by `python -m taylorseer.bench.placement_sweep` (docs/PLACEMENT.md), for each kind of
-# sampler by the worst case of the bundled models of that kind that choose (flow matching:
-# flux-digits; diffusion: dit-digits and dit-narrow) and checked on held-out ones; None, a sampler
-# not known: the best worst case over all three.
-# (`leading` and `density` of a shaped entry are the spread closest to its shape.)
+# `leading` and `density`: the `spread` a config's `warmup` or `density` starts from, as ranked by
+# `python -m taylorseer.bench.placement_sweep` (docs/PLACEMENT.md) on the worst case of each kind's
+# choosing models (flow matching: flux-digits and flux-narrow; diffusion: dit-digits and
+# dit-narrow); None, a sampler not known: the best worst case over all four.
 PLACEMENTS: dict[str | None, Placement] = {
     "flow": Placement(leading=1, density=1.75, shapes=FLOW_SHAPES),
     "diffusion": Placement(leading=2, density=1.5, shapes=DIFFUSION_SHAPES),
     None: Placement(leading=1, density=1.25, shapes={5: UNKNOWN_SAMPLER_SHAPE}),
 }
 # The default `term_ratio` for each kind of sampler, chosen with the placements (docs/PLACEMENT.md:
-# the best on flux-digits for flow matching, on the diffusion choosers' worst case for diffusion;
-# None: the best worst case over all).
+# the best worst case of each kind's choosers; None: the best worst case over all).
 TERM_RATIOS: dict[str | None, float] = {"flow": 1.0, "diffusion": 0.5, None: 0.5}
 
 # The official TaylorSeer scripts' settings (interval N, max_order, first_enhance), per model family.
