@@ -50,27 +50,25 @@ def _fractions(*steps: int) -> tuple[float, ...]:
 
 BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with this warm-up
 # Shapes: for an interval, its paper count of full steps at 50 steps as fractions of the run,
-# stretched to every run. Found by the search over a sampler kind's two choosing models at that
-# interval, 28 and 50 steps (`python -m taylorseer.bench.shape_search`, docs/SHAPE-flow.md,
-# docs/SHAPE-diffusion.md), and shipped where the held-out model of that kind scored it at least
-# as high as the shape before (diffusion at intervals 3 and 5 keeps the one found at 5 over all
-# three intervals); a sampler not known: dit-digits' calibrated schedule (its schedule.json).
-FLOW_SHAPES = {
-    3: _fractions(0, 4, 8, 13, 17, 20, 23, 27, 30, 33, 36, 38, 41, 43, 45, 47, 48, 49),
-    5: _fractions(0, 7, 13, 21, 27, 32, 37, 41, 44, 46, 48, 49),
-    7: _fractions(0, 11, 21, 30, 37, 42, 46, 48, 49),
-}
+# stretched to every run; a run takes the shape of the interval nearest to its count. Found by the
+# search over a sampler kind's two choosing models at that interval, 28 and 50 steps
+# (`python -m taylorseer.bench.shape_search`, docs/SHAPE-diffusion.md), and shipped where the
+# held-out model of that kind scored it at least as high as the shape before (intervals 3 and 5
+# keep the one found at 5 over all three intervals). Flow matching has none: the shapes found for
+# it lost at the intervals between those searched (docs/SCHEDULES.md). A sampler not known:
+# dit-digits' calibrated schedule (its schedule.json).
 DIFFUSION_SHAPES = {
     5: _fractions(0, 3, 8, 15, 21, 27, 32, 37, 41, 45, 47, 49),
     7: _fractions(0, 9, 19, 26, 32, 38, 43, 47, 49),
 }
 UNKNOWN_SAMPLER_SHAPE = _fractions(0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49)
-# `leading` and `density`: the `spread` a config's `warmup` or `density` starts from, as ranked by
+# `leading` and `density`: the `spread` of a kind without shapes and the one a config's `warmup` or
+# `density` starts from, as ranked by
 # `python -m taylorseer.bench.placement_sweep` (docs/PLACEMENT.md) on the worst case of each kind's
-# choosing models (flow matching: flux-digits and flux-narrow; diffusion: dit-digits and
-# dit-narrow); None, a sampler not known: the best worst case over all four.
+# choosing models (flow matching: flux-digits; diffusion: dit-digits and dit-narrow); None, a
+# sampler not known: the best worst case over all three.
 PLACEMENTS: dict[str | None, Placement] = {
-    "flow": Placement(leading=1, density=1.75, shapes=FLOW_SHAPES),
+    "flow": Placement(leading=1, density=1.75),
     "diffusion": Placement(leading=2, density=1.5, shapes=DIFFUSION_SHAPES),
     None: Placement(leading=1, density=1.25, shapes={5: UNKNOWN_SAMPLER_SHAPE}),
 }

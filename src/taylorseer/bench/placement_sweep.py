@@ -10,8 +10,8 @@ paper's, and with `--stretched` the shipped calibrated schedules of bundled mode
 each count (`core.schedule.stretched`), and the shapes shipped for a kind of sampler, stretched in
 the same way (`bench.shape_search` finds them). Each kind of sampler has its placement
 (`config.PLACEMENTS`), chosen on the worst case of its choosing models: `dit-digits` and
-`dit-narrow` for diffusion (DDIM), `flux-digits` and `flux-narrow` for flow matching; the
-placement for an unknown sampler is the best worst case over all four.
+`dit-narrow` for diffusion (DDIM), `flux-digits` for flow matching; the placement for an unknown
+sampler is the best worst case over all three.
 `dit-heldout` and `flux-heldout` are measured in the same way and shown beside their chooser,
 but take no part in any choice.
 """
@@ -29,7 +29,7 @@ from taylorseer.config import PLACEMENTS
 from taylorseer.core.schedule import full_step_indices, spread, stretched
 
 # sampler -> the models that choose its placement (by their worst case)
-CHOOSERS = {"diffusion": ("dit-digits", "dit-narrow"), "flow": ("flux-digits", "flux-narrow")}
+CHOOSERS = {"diffusion": ("dit-digits", "dit-narrow"), "flow": ("flux-digits",)}
 EVERY_CHOOSER = tuple(name for names in CHOOSERS.values() for name in names)
 HELD_OUT = {"diffusion": "dit-heldout", "flow": "flux-heldout"}
 STEP_COUNTS = (28, 50)
