@@ -39,8 +39,14 @@ class Placement:
         `num_steps` is nearest to `budget` (the first such interval on a tie); None without shapes."""
         if not self.shapes:
             return None
-        distance = {i: abs(len(full_step_indices(num_steps, i, BUDGET_WARMUP)) - budget) for i in self.shapes}
+        distance = {i: abs(paper_count(num_steps, i) - budget) for i in self.shapes}
         return self.shapes[min(self.shapes, key=distance.__getitem__)]
+
+
+def paper_count(num_steps: int, interval: int, warmup: int | None = None) -> int:
+    """Full steps of the paper's schedule in a run of `num_steps` at `interval`, after `warmup`
+    leading ones (default `BUDGET_WARMUP`): what "spread" places (12 of 50 at interval 5)."""
+    return len(full_step_indices(num_steps, interval, BUDGET_WARMUP if warmup is None else warmup))
 
 
 def _fractions(*steps: int) -> tuple[float, ...]:
@@ -214,8 +220,7 @@ class TaylorSeerConfig:
     def full_step_budget(self, num_steps: int) -> int:
         """Full steps of the "spread" schedule in a run of `num_steps`: as many as the paper's rule
         runs at this `interval` with warm-up `warmup` (default 3): 12 of 50 at interval 5."""
-        warmup = BUDGET_WARMUP if self.warmup is None else self.warmup
-        return len(full_step_indices(num_steps, self.interval, warmup))
+        return paper_count(num_steps, self.interval, self.warmup)
 
     def planned_full_steps(self, num_steps: int) -> list[int]:
         """The full steps of a run of `num_steps` under this "spread", "fixed" or "calibrated" schedule

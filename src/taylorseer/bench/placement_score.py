@@ -26,7 +26,6 @@ class PlacementScore:
     `name` (labels 0-9 in turn, noise from `seed`) against full compute on the same noise."""
 
     def __init__(self, name: str, samples: int, seed: int) -> None:
-        self.name = name
         self.generator = load_bundled(name)
         self.sampler = detected_sampler(self.generator.transformer)  # "flow" | "diffusion"
         self.labels = torch.arange(samples) % 10

@@ -23,15 +23,10 @@ from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.bench.placement_sweep import INTERVALS, STEP_COUNTS
 from taylorseer.calibrate import hill_climb, starting_points
-from taylorseer.config import TaylorSeerConfig
+from taylorseer.config import TaylorSeerConfig, paper_count
 from taylorseer.core.schedule import stretched
 
 Score = Callable[[list[int]], float]
-
-
-def paper_count(steps: int, interval: int) -> int:
-    """Full steps of the paper's schedule (warm-up 3) in a run of `steps`: what a shape places."""
-    return TaylorSeerConfig(interval=interval).full_step_budget(steps)
 
 
 def shape_score(score: PlacementScore, interval: int, shape_steps: int) -> Score:
