@@ -14,8 +14,11 @@ def test_the_shipped_shape_is_measured_beside_the_spread_family(one_thread):
     assert {
         (28, 3, "shipped diffusion shape, stretched"),
         (50, 7, "shipped diffusion shape, stretched"),
+        (28, 5, "shipped flow shape, stretched"),
     } <= by_label
-    assert len(rows) == 6 * 3  # (28, 50) steps x intervals (3, 5, 7) x (paper, spread, shape)
+    assert (50, 7, "shipped flow shape, stretched") not in by_label  # flow ships none at interval 7
+    assert len(rows) == 6 * 3 + 4  # (28, 50) steps x intervals (3, 5, 7) x (paper, spread, diffusion
+    # shape), and the flow shapes of intervals 3 and 5
     for row in rows:
         assert row["budget"] == len(full_step_indices(row["steps"], row["interval"], 3))
 

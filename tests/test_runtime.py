@@ -9,8 +9,8 @@ import torch
 
 from taylorseer import TaylorSeerConfig
 from taylorseer.bench import shape_search
-from taylorseer.config import DIFFUSION_SHAPES, UNKNOWN_SAMPLER_SHAPE, Placement
-from taylorseer.core.schedule import full_step_indices, spread
+from taylorseer.config import DIFFUSION_SHAPES, FLOW_SHAPES, UNKNOWN_SAMPLER_SHAPE, Placement
+from taylorseer.core.schedule import full_step_indices, spread, stretched
 from taylorseer.runtime.calls import Runtime, forecast_verdict
 
 pytestmark = pytest.mark.unit
@@ -149,10 +149,12 @@ def test_the_default_spread_schedule_runs_the_papers_count_and_ends_full(sampler
 
 def test_each_sampler_has_its_placement_and_warmup_or_density_turn_a_shape_into_a_spread():
     flow, diffusion, unknown = (TaylorSeerConfig(sampler=s) for s in ("flow", "diffusion", None))
-    assert flow.spread_placement(50) == spread(50, 12, 1, 1.75)
-    for interval, shape in DIFFUSION_SHAPES.items():  # at 50 steps, each interval's count: the shape itself
-        budget = TaylorSeerConfig(interval=interval).full_step_budget(50)
-        assert diffusion.spread_placement(50, budget) == [round(f * 49) for f in shape]
+    for config, shapes in ((flow, FLOW_SHAPES), (diffusion, DIFFUSION_SHAPES)):
+        for interval, shape in shapes.items():  # at 50 steps, each interval's count: the shape itself
+            budget = TaylorSeerConfig(interval=interval).full_step_budget(50)
+            assert config.spread_placement(50, budget) == [round(f * 49) for f in shape]
+    assert flow.spread_placement(50, 14) == spread(50, 14, 1, 1.75)  # interval 4's count: no flow shape's
+    assert diffusion.spread_placement(50, 14) == stretched(50, 14, DIFFUSION_SHAPES[5])  # the nearest
     assert unknown.spread_placement(50) == [round(f * 49) for f in UNKNOWN_SAMPLER_SHAPE]
     assert len({tuple(c.spread_placement(28)) for c in (flow, diffusion, unknown)}) == 3
     given = TaylorSeerConfig(sampler="diffusion", warmup=3)
@@ -178,11 +180,15 @@ def test_a_run_takes_the_shape_of_the_interval_with_the_nearest_count_of_full_st
     )  # 7's count, and nearer 9 than 18
     assert placement.shape_for(28, 10) == dense  # 11 at interval 3, 6 at 7
     assert Placement(leading=1, density=1.0).shape_for(50, 12) is None
+    own_counts_only = Placement(leading=1, density=1.0, shapes={3: dense, 7: sparse}, stretch_shapes=False)
+    assert own_counts_only.shape_for(50, 18) == dense and own_counts_only.shape_for(28, 6) == sparse
+    assert own_counts_only.shape_for(50, 12) is None and own_counts_only.shape_for(28, 10) is None
 
 
-def test_each_interval_runs_the_diffusion_shape_the_shape_search_says_to_ship():
-    rows = json.loads((Path(__file__).parents[1] / "docs" / "SHAPE-diffusion.json").read_text())
-    to_ship = shape_search.to_ship(rows, ["dit-heldout"])
+@pytest.mark.parametrize(("sampler", "held_out"), [("flow", "flux-heldout"), ("diffusion", "dit-heldout")])
+def test_each_interval_runs_the_shape_the_shape_search_says_to_ship(sampler, held_out):
+    rows = json.loads((Path(__file__).parents[1] / "docs" / f"SHAPE-{sampler}.json").read_text())
+    to_ship = shape_search.to_ship(rows, [held_out])
     assert set(to_ship) == {3, 5, 7}
     for interval, shape in to_ship.items():
-        assert TaylorSeerConfig(interval=interval, sampler="diffusion").spread_placement(50) == shape
+        assert TaylorSeerConfig(interval=interval, sampler=sampler).spread_placement(50) == shape

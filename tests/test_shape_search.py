@@ -42,15 +42,25 @@ def test_the_search_moves_full_steps_while_the_worst_chooser_gains(one_thread):
 
 
 def test_the_table_names_the_choosers_and_ships_what_carried_over_to_the_held_out_models():
+    def row(interval, label, shape, a, b, c, checked_c=30.0):
+        return dict(interval=interval, label=label, shape=shape, a=a, b=b, c=c,
+                    checked=dict(a=a, b=b, c=checked_c))  # fmt: skip
+
     rows = [
-        dict(interval=3, label="shipped", shape=[0, 4, 9], a=39.0, b=41.0, c=39.5),
-        dict(interval=3, label="found", shape=[0, 5, 9], a=40.0, b=41.5, c=39.25),  # c loses: not shipped
-        dict(interval=7, label="shipped", shape=[0, 9], a=30.0, b=30.0, c=30.0),
-        dict(interval=7, label="found", shape=[0, 8], a=31.0, b=31.0, c=30.0),  # c ties: the found one ships
+        row(3, "shipped", [0, 4, 9], 39.0, 41.0, 39.5),
+        row(3, "found", [0, 5, 9], 40.0, 41.5, 39.25),  # c loses: not shipped
+        row(5, "shipped", [0, 5, 7, 9], 35.0, 35.0, 35.0),
+        row(5, "found", [0, 6, 8, 9], 36.0, 36.0, 36.0, checked_c=29.0),  # c loses at other step counts
+        row(7, "shipped", [0, 9], 30.0, 30.0, 30.0),
+        row(7, "found", [0, 8], 31.0, 31.0, 30.0),  # c ties: the found one ships
     ]
-    assert shape_search.to_ship(rows, ["c"]) == {3: [0, 4, 9], 7: [0, 8]}
-    assert shape_search.to_ship(rows, []) == {3: [0, 5, 9], 7: [0, 8]}
-    table = shape_search.markdown("diffusion", rows, ["a", "b"], ["c"], seconds=120, samples=4)
+    assert shape_search.to_ship(rows, ["c"]) == {3: [0, 4, 9], 5: [0, 5, 7, 9], 7: [0, 8]}
+    assert shape_search.to_ship(rows, []) == {3: [0, 5, 9], 5: [0, 6, 8, 9], 7: [0, 8]}
+    table = shape_search.markdown("diffusion", rows, ["a", "b"], ["c"], (20, 36), seconds=120, samples=4)
     assert "chosen by the worst of a, b; c took no part." in table
     assert "| 3 | found: 0, 5, 9 | 40.00 | 41.50 | 39.25 |" in table
-    assert "- interval 3: 0, 4, 9\n- interval 7: 0, 8" in table
+    assert (
+        "at (20, 36) steps, which no search looked at" in table
+        and "| 5 | found | 36.00 | 36.00 | 29.00 |" in table
+    )
+    assert "- interval 3: 0, 4, 9\n- interval 5: 0, 5, 7, 9\n- interval 7: 0, 8" in table

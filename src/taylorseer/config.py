@@ -26,21 +26,27 @@ class Placement:
     The first `leading` steps and the rest spread with `density` (`core.schedule.spread`); with
     `shapes` (reference placements as fractions of a run, each searched at one interval), the
     shape for the run's number of full steps stretched to the run's length and count instead
-    (`core.schedule.stretched`). A config's `warmup` or `density`, when set, replaces the shape by
-    `spread`, the other value taken from here.
+    (`core.schedule.stretched`). A count that is no shape's takes the nearest shape when
+    `stretch_shapes`, else the spread. A config's `warmup` or `density`, when set, replaces the
+    shape by `spread`, the other value taken from here.
     """
 
     leading: int
     density: float
     shapes: dict[int, tuple[float, ...]] = field(default_factory=dict, hash=False)  # interval -> shape
+    stretch_shapes: bool = True  # False: a shape serves only its own interval's count of full steps
 
     def shape_for(self, num_steps: int, budget: int) -> tuple[float, ...] | None:
         """The shape searched at the interval whose paper count of full steps in a run of
-        `num_steps` is nearest to `budget` (the first such interval on a tie); None without shapes."""
+        `num_steps` is nearest to `budget` (the first such interval on a tie); None without shapes,
+        or when no count is `budget` and shapes are not stretched."""
         if not self.shapes:
             return None
         distance = {i: abs(paper_count(num_steps, i) - budget) for i in self.shapes}
-        return self.shapes[min(self.shapes, key=distance.__getitem__)]
+        nearest = min(self.shapes, key=distance.__getitem__)
+        if distance[nearest] and not self.stretch_shapes:
+            return None
+        return self.shapes[nearest]
 
 
 def paper_count(num_steps: int, interval: int, warmup: int | None = None) -> int:
@@ -55,26 +61,30 @@ def _fractions(*steps: int) -> tuple[float, ...]:
 
 
 BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with this warm-up
-# Shapes: for an interval, its paper count of full steps at 50 steps as fractions of the run,
-# stretched to every run; a run takes the shape of the interval nearest to its count. Found by the
-# search over a sampler kind's two choosing models at that interval, 28 and 50 steps
-# (`python -m taylorseer.bench.shape_search`, docs/SHAPE-diffusion.md), and shipped where the
-# held-out model of that kind scored it at least as high as the shape before (intervals 3 and 5
-# keep the one found at 5 over all three intervals). Flow matching has none: the shapes found for
-# it lost at the intervals between those searched (docs/SCHEDULES.md). A sampler not known:
-# dit-digits' calibrated schedule (its schedule.json).
+# Shapes: for an interval, its paper count of full steps at 50 steps as fractions of the run. Found
+# by the search over a sampler kind's two choosing models at that interval, 28 and 50 steps
+# (`python -m taylorseer.bench.shape_search`, docs/SHAPE-diffusion.md, docs/SHAPE-flow.md), and
+# shipped where the held-out model of that kind scored it at least as high as the placement before.
+# Diffusion: intervals 3 and 5 keep the shape found at 5 over all three intervals, and a run takes
+# the shape of the interval nearest to its count. Flow matching: each shape serves only its own
+# interval's count; stretched to the counts between them they lost to the spread
+# (docs/SCHEDULES.md). A sampler not known: dit-digits' calibrated schedule (its schedule.json).
 DIFFUSION_SHAPES = {
     5: _fractions(0, 3, 8, 15, 21, 27, 32, 37, 41, 45, 47, 49),
     7: _fractions(0, 9, 19, 26, 32, 38, 43, 47, 49),
 }
+FLOW_SHAPES = {
+    3: _fractions(0, 4, 8, 13, 17, 20, 23, 27, 30, 33, 36, 38, 41, 43, 45, 47, 48, 49),
+    5: _fractions(0, 7, 13, 21, 27, 32, 37, 41, 44, 46, 48, 49),
+}
 UNKNOWN_SAMPLER_SHAPE = _fractions(0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49)
-# `leading` and `density`: the `spread` of a kind without shapes and the one a config's `warmup` or
-# `density` starts from, as ranked by
-# `python -m taylorseer.bench.placement_sweep` (docs/PLACEMENT.md) on the worst case of each kind's
-# choosing models (flow matching: flux-digits; diffusion: dit-digits and dit-narrow); None, a
-# sampler not known: the best worst case over all three.
+# `leading` and `density`: the `spread` of a count no shape serves and the one a config's `warmup`
+# or `density` starts from, as ranked by `python -m taylorseer.bench.placement_sweep`
+# (docs/PLACEMENT.md) on the worst case of each kind's choosing models (flow matching: flux-digits;
+# diffusion: dit-digits and dit-narrow); None, a sampler not known: the best worst case over all
+# three.
 PLACEMENTS: dict[str | None, Placement] = {
-    "flow": Placement(leading=1, density=1.75),
+    "flow": Placement(leading=1, density=1.75, shapes=FLOW_SHAPES, stretch_shapes=False),
     "diffusion": Placement(leading=2, density=1.5, shapes=DIFFUSION_SHAPES),
     None: Placement(leading=1, density=1.25, shapes={5: UNKNOWN_SAMPLER_SHAPE}),
 }

@@ -10,7 +10,9 @@ worst, over the choosing models, of their mean PSNR against full compute over th
 the default order and term ratio of their sampler). For each of `--intervals`, starting from the
 shape the sampler kind ships with (`config.PLACEMENTS`) and the `spread` family, one full step at
 a time is moved while the score rises (`calibrate.hill_climb`). Models named by `--held-out` are
-scored on the shapes found and shown, but take no part in the choice.
+scored on the shapes found and shown, but take no part in the choice. Every model also scores the
+shipped and found shapes at `--check-steps`, step counts no search looks at: a found shape is
+shipped only where the held-out models score it at least as high as the shipped one at both.
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ from taylorseer.core.schedule import stretched
 Score = Callable[[list[int]], float]
 
 
-def shape_score(score: PlacementScore, interval: int, shape_steps: int) -> Score:
-    """Mean PSNR (dB) over the sweep's step counts at `interval`, for a shape given as steps of
-    `shape_steps`."""
+def shape_score(
+    score: PlacementScore, interval: int, shape_steps: int, step_counts: tuple[int, ...] = STEP_COUNTS
+) -> Score:
+    """Mean PSNR (dB) over `step_counts` (default the sweep's) at `interval`, for a shape given as
+    steps of `shape_steps`."""
 
     def mean_psnr(shape: list[int]) -> float:
         fractions = [step / (shape_steps - 1) for step in shape]
-        runs = [stretched(steps, paper_count(steps, interval), fractions) for steps in STEP_COUNTS]
-        return sum(map(score, STEP_COUNTS, runs)) / len(runs)
+        runs = [stretched(steps, paper_count(steps, interval), fractions) for steps in step_counts]
+        return sum(map(score, step_counts, runs)) / len(runs)
 
     return mean_psnr
 
@@ -65,20 +69,33 @@ def search(
 
 def to_ship(found: list[dict], held_out: list[str]) -> dict[int, list[int]]:
     """Per interval, the shape to ship: the one found, unless a held-out model scores it below the
-    shipped one (the gain on the choosers did not carry over to new weights)."""
+    shipped one at the searched step counts or at the checked ones (the gain on the choosers did
+    not carry over to new weights or to other step counts)."""
     rows = {(row["interval"], row["label"]): row for row in found}
     chosen = {}
     for interval in dict.fromkeys(row["interval"] for row in found):
         shipped, new = rows[interval, "shipped"], rows[interval, "found"]
-        carries = all(new[name] >= shipped[name] for name in held_out)
+        carries = all(new[name] >= shipped[name] for name in held_out) and all(
+            new["checked"][name] >= shipped["checked"][name] for name in held_out
+        )
         chosen[interval] = (new if carries else shipped)["shape"]
     return chosen
 
 
 def markdown(
-    sampler: str, found: list[dict], choosers: list[str], held_out: list[str], seconds: float, samples: int
+    sampler: str,
+    found: list[dict],
+    choosers: list[str],
+    held_out: list[str],
+    check_steps: tuple[int, ...],
+    seconds: float,
+    samples: int,
 ) -> str:
     shown = [*choosers, *held_out]
+    header = [
+        "| interval | shape (its full steps) | " + " | ".join(shown) + " |",
+        "|---:|---|" + "---:|" * len(shown),
+    ]
     lines = [
         f"# The shapes of the {sampler} placement",
         "",
@@ -88,13 +105,26 @@ def markdown(
         f"each; chosen by the worst of {', '.join(choosers)}"
         + (f"; {', '.join(held_out)} took no part." if held_out else "."),
         "",
-        "| interval | shape (its full steps) | " + " | ".join(shown) + " |",
-        "|---:|---|" + "---:|" * len(shown),
+        *header,
     ]
     for row in found:
         cells = " | ".join(f"{row[name]:.2f}" for name in shown)
         lines.append(f"| {row['interval']} | {row['label']}: {', '.join(map(str, row['shape']))} | {cells} |")
-    lines += ["", "To ship: the shape found, unless a held-out model scores it below the shipped one.", ""]
+    lines += [
+        "",
+        f"The shipped and found shapes at {check_steps} steps, which no search looked at:",
+        "",
+        *header,
+    ]
+    for row in found:
+        if row["label"] != "best start":
+            cells = " | ".join(f"{row['checked'][name]:.2f}" for name in shown)
+            lines.append(f"| {row['interval']} | {row['label']} | {cells} |")
+    lines += [
+        "",
+        "To ship: the shape found, unless a held-out model scores it below the shipped one in either table.",
+        "",
+    ]
     for interval, shape in to_ship(found, held_out).items():
         lines.append(f"- interval {interval}: {', '.join(map(str, shape))}")
     return "\n".join(lines)
@@ -106,6 +136,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="step count the shapes are searched at")
     parser.add_argument("--intervals", default=",".join(map(str, INTERVALS)), help="a shape for each")
     parser.add_argument("--max-evaluations", type=int, default=150, help="per interval")
+    parser.add_argument("--check-steps", default="20,36,40", help="step counts the shapes are checked at")
     args = parse(parser)
     start = time.perf_counter()
     choosers, held_out = args.models.split(","), list(filter(None, args.held_out.split(",")))
@@ -115,15 +146,18 @@ def main() -> None:
         raise ValueError(f"the choosing models {choosers} must share one known sampler, got {samplers}")
     sampler = samplers.pop()
     intervals = [int(value) for value in args.intervals.split(",")]
+    check_steps = tuple(int(value) for value in args.check_steps.split(","))
     labelled = {i: search(sampler, scores, i, args.steps, args.max_evaluations) for i in intervals}
     scores |= {name: PlacementScore(name, args.samples, args.seed) for name in held_out}
     found = [
         dict(interval=i, label=label, shape=shape)
         | {name: shape_score(score, i, args.steps)(shape) for name, score in scores.items()}
+        | {"checked": {n: shape_score(s, i, args.steps, check_steps)(shape) for n, s in scores.items()}}
         for i, shapes in labelled.items()
         for label, shape in shapes.items()
     ]
-    text = markdown(sampler, found, choosers, held_out, time.perf_counter() - start, args.samples)
+    seconds = time.perf_counter() - start
+    text = markdown(sampler, found, choosers, held_out, check_steps, seconds, args.samples)
     write_table(text, found, args.out)
 
 
