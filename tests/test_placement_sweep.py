@@ -8,17 +8,13 @@ from taylorseer.core.schedule import full_step_indices
 pytestmark = pytest.mark.integration
 
 
-def test_the_shipped_shape_is_measured_beside_the_spread_family(one_thread):
-    rows = placement_sweep.measure("dit-digits", 1, 0, leading=(1,), densities=(1.5,), orders=(2,))
-    by_label = {(row["steps"], row["interval"], row["placement"]) for row in rows}
-    assert {
-        (28, 3, "shipped diffusion shape, stretched"),
-        (50, 7, "shipped diffusion shape, stretched"),
-        (28, 5, "shipped flow shape, stretched"),
-    } <= by_label
-    assert (50, 7, "shipped flow shape, stretched") not in by_label  # flow ships none at interval 7
-    assert len(rows) == 6 * 3 + 4  # (28, 50) steps x intervals (3, 5, 7) x (paper, spread, diffusion
-    # shape), and the flow shapes of intervals 3 and 5
+def test_each_kinds_shipped_placement_is_measured_beside_the_spread_family(one_thread):
+    rows = placement_sweep.measure("dit-digits", 1, 0, leading=(1,), densities=(1.75,), orders=(2,))
+    shipped = {row["placement"]: row["psnr"] for row in rows if (row["steps"], row["interval"]) == (50, 7)}
+    assert len(rows) == 6 * 4  # (28, 50) steps x intervals (3, 5, 7) x (paper, spread, flow's, diffusion's)
+    # flow ships no shape at interval 7: its spread, the same placement as the spread measured beside it
+    assert shipped["shipped flow placement"] == shipped["spread leading 1 density 1.75"]
+    assert shipped["shipped diffusion placement"] != shipped["paper"]
     for row in rows:
         assert row["budget"] == len(full_step_indices(row["steps"], row["interval"], 3))
 

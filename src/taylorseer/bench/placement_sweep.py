@@ -7,11 +7,11 @@ placement is sampled at each order (1 and 2 unless told) on the same seeds and s
 against full compute. Placements: the `spread` family (the first `leading` steps, the rest spread
 to the last step with gaps shrinking toward the end as `density` grows; density 1 is even), the
 paper's, and with `--stretched` the shipped calibrated schedules of bundled models stretched to
-each count (`core.schedule.stretched`), and the shapes shipped for a kind of sampler, stretched in
-the same way (`bench.shape_search` finds them). Each kind of sampler has its placement
-(`config.PLACEMENTS`), chosen on the worst case of its choosing models: `dit-digits` and
-`dit-narrow` for diffusion (DDIM), `flux-digits` for flow matching; the placement for an unknown
-sampler is the best worst case over all three.
+each count (`core.schedule.stretched`), and the placement each kind of sampler runs by default
+(`config.PLACEMENTS`: its shapes, which `bench.shape_search` finds, or its spread). A kind's spread
+is chosen on the worst case of its choosing models: `dit-digits` and `dit-narrow` for diffusion
+(DDIM), `flux-digits` for flow matching; the placement for an unknown sampler is the best worst
+case over all three.
 `dit-heldout` and `flux-heldout` are measured in the same way and shown beside their chooser,
 but take no part in any choice.
 """
@@ -25,7 +25,7 @@ import time
 from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.calibrate import calibrated_config
-from taylorseer.config import PLACEMENTS
+from taylorseer.config import TaylorSeerConfig
 from taylorseer.core.schedule import full_step_indices, spread, stretched
 
 # sampler -> the models that choose its placement (by their worst case)
@@ -62,10 +62,10 @@ def measure(
             placements[f"spread leading {first} density {density}"] = spread(steps, budget, first, density)
         for source, fractions in shapes.items():  # a model's shipped calibrated schedule, stretched
             placements[f"{source}'s calibrated, stretched"] = stretched(steps, budget, fractions)
-        for sampler, placement in PLACEMENTS.items():  # the shapes shipped in config.PLACEMENTS
-            shape = placement.shape_for(steps, budget)
-            if sampler and shape:
-                placements[f"shipped {sampler} shape, stretched"] = stretched(steps, budget, shape)
+        for sampler in ("flow", "diffusion"):  # what each kind runs by default (config.PLACEMENTS)
+            placements[f"shipped {sampler} placement"] = TaylorSeerConfig(sampler=sampler).spread_placement(
+                steps, budget
+            )
         for (name_of, full_steps), order, ratio, terms in itertools.product(
             placements.items(), orders, gap_ratios, term_ratios
         ):
