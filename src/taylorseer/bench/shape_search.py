@@ -75,9 +75,7 @@ def to_ship(found: list[dict], held_out: list[str]) -> dict[int, list[int]]:
     chosen = {}
     for interval in dict.fromkeys(row["interval"] for row in found):
         shipped, new = rows[interval, "shipped"], rows[interval, "found"]
-        carries = all(new[name] >= shipped[name] for name in held_out) and all(
-            new["checked"][name] >= shipped["checked"][name] for name in held_out
-        )
+        carries = all(new[n] >= shipped[n] and new["checked"][n] >= shipped["checked"][n] for n in held_out)
         chosen[interval] = (new if carries else shipped)["shape"]
     return chosen
 
