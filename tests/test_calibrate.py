@@ -19,6 +19,7 @@ from taylorseer.calibrate import (
     with_full_steps,
 )
 from taylorseer.models.dit import sample
+from taylorseer.runtime.recording import Trajectory
 from toy_models import tiny_dit
 
 pytestmark = pytest.mark.integration
@@ -104,6 +105,35 @@ def test_calibrate_refuses_a_sampler_whose_run_does_not_match_num_steps():
     model = tiny_dit()
     with pytest.raises(ValueError, match="not once at each of the 30 steps"):
         calibrate(tiny_sampler(model, 0, steps=20), TaylorSeerConfig(order=1), num_steps=30, budget=6)
+
+
+def test_a_recording_keeps_one_stream_per_run_and_branch():
+    trajectory = Trajectory(elements=2)
+    for run in range(2):
+        for step in range(3):
+            for branch in (0, 1):
+                trajectory.add(step, branch, x=float(step), output=torch.full((4,), 10.0 * run + step))
+    assert trajectory.steps == {stream: [0, 1, 2] for stream in range(4)}
+    assert trajectory.stacked(2)[:, 0].tolist() == [10.0, 11.0, 12.0]  # run 1, branch 0
+
+
+def test_calibrate_takes_a_sampler_that_runs_the_model_once_per_sample():
+    model = tiny_dit()
+
+    def one_at_a_time(config):  # like a pipeline called once per seed inside one apply_taylorseer
+        noise = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        with maybe_applied(model, config, 20):
+            return torch.cat(
+                [
+                    sample(model, n[None], torch.tensor([k]), steps=20, cfg_scale=3.0)
+                    for k, n in enumerate(noise)
+                ]
+            )
+
+    config, report = calibrate(one_at_a_time, TaylorSeerConfig(order=1), num_steps=20, budget=6, max_calls=4)
+    assert (
+        report["sampler_calls"] == 4 and len(config.full_steps) == 6 and report["mse"] <= report["start_mse"]
+    )
 
 
 def test_a_placement_must_beat_the_default_on_most_samples_not_just_in_total():

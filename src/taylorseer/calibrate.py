@@ -202,14 +202,14 @@ class _OfflineModel:
     """Predicted final error of placements, from the recorded trajectory (per-step errors memoised)."""
 
     def __init__(self, trajectory: Trajectory, base: TaylorSeerConfig, num_steps: int) -> None:
-        self.branches = []
-        for branch, steps in trajectory.steps.items():
+        self.streams = []  # (recorded outputs (steps, elements), abscissae) per run and branch
+        for stream, steps in trajectory.steps.items():
             if steps != list(range(num_steps)):
                 raise ValueError(
-                    f"the recorded run called the model at steps {steps[:6]}... of branch {branch}, "
+                    f"a recorded run called the model at steps {steps[:6]}... (stream {stream}), "
                     f"not once at each of the {num_steps} steps: is num_steps the sampler's step count?"
                 )
-            self.branches.append((trajectory.stacked(branch), trajectory.abscissae[branch]))
+            self.streams.append((trajectory.stacked(stream), trajectory.abscissae[stream]))
         self.base, self.num_steps = base, num_steps
         self._errors: dict[tuple[int, ...], Tensor] = {}
 
@@ -219,7 +219,7 @@ class _OfflineModel:
             base, full = self.base, set(key)
             self._errors[key] = sum(
                 forecast_errors(v, x, full, base.order, base.form, base.gap_ratio, base.effective_term_ratio)
-                for v, x in self.branches
+                for v, x in self.streams
             )
         return self._errors[key]
 

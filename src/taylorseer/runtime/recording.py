@@ -2,8 +2,10 @@
 
 Inside `with recording(elements) as trajectory:`, every full call of a cached model adds the
 output of the whole model (a fixed random subset of at most `elements` of its values, the same
-subset at every step) to `trajectory`, keyed by guidance branch, with its step and abscissa,
-and the sampler the run's config was resolved to.
+subset at every step) to `trajectory`, with its step and abscissa, and the sampler the run's
+config was resolved to. Outputs are kept per stream: one for each guidance branch of each run, a
+new run of a branch starting where its step count goes back (a sampler that runs a pipeline once
+per prompt or seed records one stream per call and branch).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from torch.utils._pytree import tree_leaves
 
 @dataclass
 class Trajectory:
-    """Per branch: the steps, their abscissae and the recorded output values (steps, elements)."""
+    """Per stream (a run's guidance branch): the steps, their abscissae and the recorded output
+    values (steps, elements)."""
 
     elements: int
     seed: int = 0
@@ -30,6 +33,7 @@ class Trajectory:
     values: dict[int, list[Tensor]] = field(default_factory=dict)
     sampler: str | None = None  # the recorded run's config.sampler ("flow", "diffusion", None)
     _subset: Tensor | None = None
+    _stream_of_branch: dict[int, int] = field(default_factory=dict)  # the latest stream of each branch
 
     def add(self, step: int, branch: int, x: float, output: Any) -> None:
         flat = torch.cat(
@@ -39,13 +43,16 @@ class Trajectory:
             generator = torch.Generator().manual_seed(self.seed)
             count = min(self.elements, flat.numel())
             self._subset = torch.randperm(flat.numel(), generator=generator)[:count].sort().values
-        self.steps.setdefault(branch, []).append(step)
-        self.abscissae.setdefault(branch, []).append(x)
-        self.values.setdefault(branch, []).append(flat[self._subset])
+        stream = self._stream_of_branch.get(branch)
+        if stream is None or step <= self.steps[stream][-1]:  # the branch's first step of a new run
+            stream = self._stream_of_branch[branch] = len(self.steps)
+        self.steps.setdefault(stream, []).append(step)
+        self.abscissae.setdefault(stream, []).append(x)
+        self.values.setdefault(stream, []).append(flat[self._subset])
 
-    def stacked(self, branch: int) -> Tensor:
-        """(recorded steps, elements) of one branch."""
-        return torch.stack(self.values[branch])
+    def stacked(self, stream: int) -> Tensor:
+        """(recorded steps, elements) of one stream."""
+        return torch.stack(self.values[stream])
 
 
 _ACTIVE: ContextVar[Trajectory | None] = ContextVar("taylorseer_recording", default=None)
