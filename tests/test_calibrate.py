@@ -10,7 +10,7 @@ from taylorseer.api import maybe_applied
 from taylorseer.calibrate import (
     _reference,
     calibrate,
-    improves_most,
+    improves_consistently,
     neighbours,
     sample_errors,
     search,
@@ -107,6 +107,12 @@ def test_calibrate_refuses_a_sampler_whose_run_does_not_match_num_steps():
         calibrate(tiny_sampler(model, 0, steps=20), TaylorSeerConfig(order=1), num_steps=30, budget=6)
 
 
+def test_calibrate_refuses_a_sampler_that_returns_one_sample():
+    run = tiny_sampler(tiny_dit(), 0)
+    with pytest.raises(ValueError, match=r"at least 2 samples .* shape \(1, 4, 8, 8\)"):
+        calibrate(lambda config: run(config)[:1], TaylorSeerConfig(order=1), num_steps=20, budget=6)
+
+
 def test_a_recording_keeps_one_stream_per_run_and_branch():
     trajectory = Trajectory(elements=2)
     for run in range(2):
@@ -136,12 +142,14 @@ def test_calibrate_takes_a_sampler_that_runs_the_model_once_per_sample():
     )
 
 
-def test_a_placement_must_beat_the_default_on_most_samples_not_just_in_total():
+def test_a_placement_must_beat_the_default_consistently_not_just_in_total_or_on_most_samples():
     default = torch.tensor([1.0, 1.0, 1.0, 1.0])
-    assert improves_most(torch.tensor([0.5, 0.5, 0.5, 1.2]), default)  # 3 of 4, and in total
-    assert not improves_most(torch.tensor([0.1, 1.1, 1.1, 1.1]), default)  # one sample carries the total
-    assert not improves_most(torch.tensor([0.5, 0.5, 1.1, 1.1]), default)  # half is not most
-    assert not improves_most(torch.tensor([0.9, 0.9, 0.9, 9.0]), default)  # most, but worse in total
+    assert improves_consistently(torch.tensor([0.5, 0.55, 0.6, 0.45]), default)
+    assert improves_consistently(torch.tensor([0.5, 0.5, 0.5, 1.2]), default)  # 3 of 4, by far
+    assert not improves_consistently(torch.tensor([0.2, 0.9, 0.95, 1.5]), default)  # 3 of 4, scattered
+    assert not improves_consistently(torch.tensor([0.01, 1.1, 1.1, 1.1]), default)  # one carries the total
+    assert not improves_consistently(torch.tensor([0.0, 1.1, 1.1, 1.1]), default)  # even an exact one
+    assert not improves_consistently(default.clone(), default)  # no gain at all
     output, reference = torch.zeros(3, 2, 2), torch.zeros(3, 2, 2)
     output[1] = 2.0
     assert torch.equal(sample_errors(output, reference), torch.tensor([0.0, 4.0, 0.0]))

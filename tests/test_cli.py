@@ -165,6 +165,7 @@ def test_no_cache_writes_one_grid_in_the_format_of_the_extension(tmp_path, capsy
         (["bench", "--out", "HERE"], "already holds files; give a new or empty folder"),
         (["bench", "--out", "FILE"], "is a file; give a folder"),
         (["bench", "--sweep", "--samples", "10"], "it needs --samples 65 or more, got 10"),
+        (["calibrate", "--samples", "1"], "--samples must be >= 2 and --max-calls >= 3, got 1, 12"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(arguments, message, tmp_path, monkeypatch, capsys):
@@ -174,7 +175,7 @@ def test_bad_arguments_exit_2_with_a_message(arguments, message, tmp_path, monke
         places["PIPELINE"] = _index_only(tmp_path / "pipeline", "FluxPipeline", "FluxTransformer2DModel")
     arguments = [places.get(value, value) for value in arguments]
     monkeypatch.chdir(tmp_path)
-    command = [] if arguments[0] == "bench" else ["generate"]
+    command = [] if arguments[0] in ("bench", "calibrate") else ["generate"]
     with pytest.raises(SystemExit) as exit_info:
         main([*command, *arguments])
     assert exit_info.value.code == 2

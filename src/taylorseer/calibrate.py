@@ -4,8 +4,8 @@
 every step; an offline model (`core.error_model`) predicts, for any placement, the forecast error
 at each skipped step on that recorded trajectory and weighs it by the step's position, with
 weights fitted to a few closed-loop runs; the placement it predicts best is run closed loop, the
-fit updated, and so on until the calls are spent. The best placement measured wins if it also
-beats the default on most of the samples (`improves_most`); else the default stays.
+fit updated, and so on until the calls are spent. The best placement measured wins if its gain over
+the default is consistent across the samples (`improves_consistently`); else the default stays.
 `search` is the exhaustive closed-loop search it replaces (the default placement and a family of
 spread ones, then moves of one full step at a time while the measured error falls: one or two
 hundred sampler calls), kept as the yardstick. Both return a `TaylorSeerConfig` with schedule
@@ -18,6 +18,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Collection
 
+import torch
 from torch import Tensor
 
 from taylorseer.config import TaylorSeerConfig
@@ -135,6 +136,11 @@ def calibrate(
         raise ValueError(f"max_calls must be >= 3 (a recording and two placements), got {max_calls}")
     start_time = time.perf_counter()
     reference, base, trajectory = _reference(sampler, base, num_steps)
+    if len(sample_errors(reference, reference)) < 2:
+        raise ValueError(
+            "calibrate needs at least 2 samples per sampler call (dim 0 of its output) to tell a "
+            f"consistent gain from chance; the sampler returned output of shape {tuple(reference.shape)}"
+        )
     model = _OfflineModel(trajectory, base, num_steps)
     measured: dict[tuple[int, ...], Tensor] = {}  # placement -> (samples,) errors
 
@@ -156,7 +162,7 @@ def calibrate(
         if candidate is None:
             break
         measure(candidate)
-    trusted = [key for key, errors in measured.items() if improves_most(errors, measured[default])]
+    trusted = [key for key, errors in measured.items() if improves_consistently(errors, measured[default])]
     best = min([default, *trusted], key=mse)
     report = dict(
         start_mse=mse(default), mse=mse(best), sampler_calls=len(measured) + 1,
@@ -190,12 +196,14 @@ def sample_errors(output: Tensor, reference: Tensor) -> Tensor:
     return squared.reshape(squared.shape[0] if squared.dim() > 1 else 1, -1).mean(1)
 
 
-def improves_most(errors: Tensor, default_errors: Tensor) -> bool:
-    """Whether a placement beats the default in total and on more than half of the samples: on a
-    few calibration samples the total alone is ruled by the worst one, and a placement that wins
-    there by chance loses on other seeds."""
-    wins = int((errors < default_errors).sum())
-    return errors.mean().item() < default_errors.mean().item() and 2 * wins > errors.numel()
+def improves_consistently(errors: Tensor, default_errors: Tensor) -> bool:
+    """Whether a placement's errors (samples,) are lower than the default's by more than the
+    spread over the samples explains: the mean of the per-sample log error ratios lies at least
+    two standard errors below zero. On a dozen calibration samples a placement that wins in total,
+    or even on most samples, but not consistently, lost to the default on other seeds."""
+    log_ratios = torch.log(errors.double().clamp_min(1e-300) / default_errors.double().clamp_min(1e-300))
+    standard_error = log_ratios.std() / log_ratios.numel() ** 0.5
+    return bool(log_ratios.mean() < -2 * standard_error)
 
 
 class _OfflineModel:
