@@ -28,7 +28,7 @@ from taylorseer.bench.harness import Method, Subject
 from taylorseer.bench.metrics import psnr
 from taylorseer.bench.runner import SAME_MODULES
 from taylorseer.bench.subjects import FAMILIES
-from taylorseer.config import TaylorSeerConfig
+from taylorseer.config import BUDGET_WARMUP, TaylorSeerConfig
 from taylorseer.core.schedule import full_step_indices
 from taylorseer.models.bundled import load_bundled
 
@@ -39,11 +39,11 @@ CACHE_DIT_FAST_28 = (0, 1, 2, 3, 4, 5, 7, 11, 16, 22, 27)  # cache_dit.steps_mas
 
 def methods(family: str, steps: int, interval: int) -> list[Method]:
     """Ours and every peer, each at the paper's number of full steps for (steps, interval)."""
-    paper = full_step_indices(steps, interval, 3)
+    paper = full_step_indices(steps, interval, BUDGET_WARMUP)
     masks = {"paper's full steps": paper} | ({"its fast mask": CACHE_DIT_FAST_28} if steps == 28 else {})
     rows = [Method("ours: default", "ours", steps, TaylorSeerConfig(interval=interval))]
     for order in ORDERS:
-        official = TaylorSeerConfig.official(interval=interval, order=order, first_enhance=3)
+        official = TaylorSeerConfig.official(interval=interval, order=order, first_enhance=BUDGET_WARMUP)
         rows.append(Method(f"official TaylorSeer, order {order}", "ours", steps, official))
         rows.append(
             Method(

@@ -25,7 +25,7 @@ import time
 from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.calibrate import calibrated_config
-from taylorseer.config import TaylorSeerConfig
+from taylorseer.config import BUDGET_WARMUP, TaylorSeerConfig
 from taylorseer.core.schedule import full_step_indices, spread, stretched
 
 # sampler -> the models that choose its placement (by their worst case)
@@ -55,8 +55,8 @@ def measure(
     shapes = {source: calibrated_fractions(source) for source in stretched_from}  # read once
     rows = []
     for steps, interval in itertools.product(STEP_COUNTS, INTERVALS):
-        paper = full_step_indices(steps, interval, 3)
-        budget = len(paper)  # the paper's count (warm-up 3)
+        paper = full_step_indices(steps, interval, BUDGET_WARMUP)
+        budget = len(paper)  # the paper's count
         placements = {"paper": paper}
         for first, density in itertools.product(leading, densities):
             placements[f"spread leading {first} density {density}"] = spread(steps, budget, first, density)
