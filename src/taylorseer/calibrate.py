@@ -129,7 +129,8 @@ def calibrate(
     in at most `max_calls` calls of `sampler`.
 
     `sampler(config)` applies `config` to its model with `apply_taylorseer`, samples a few fixed
-    seeds and returns the final samples, one per index of dim 0 (`None`: full compute). Returns
+    seeds and returns the final samples, one per index of dim 0, at least 2 (a dozen tell a
+    consistent gain from chance better; `None`: full compute). Returns
     (config, report) with the report's start_mse (the default placement), mse (the chosen one),
     sampler_calls, seconds."""
     if max_calls < 3:
