@@ -121,6 +121,8 @@ def test_a_recording_keeps_one_stream_per_run_and_branch():
                 trajectory.add(step, branch, x=float(step), output=torch.full((4,), 10.0 * run + step))
     assert trajectory.steps == {stream: [0, 1, 2] for stream in range(4)}
     assert trajectory.stacked(2)[:, 0].tolist() == [10.0, 11.0, 12.0]  # run 1, branch 0
+    trajectory.add(0, 0, x=0.0, output=torch.ones(1))  # a smaller last call (a chunked sampler)
+    assert trajectory.steps[4] == [0] and trajectory.values[4][0].tolist() == [1.0]
 
 
 def test_calibrate_takes_a_sampler_that_runs_the_model_once_per_sample():
@@ -136,6 +138,8 @@ def test_calibrate_takes_a_sampler_that_runs_the_model_once_per_sample():
                 ]
             )
 
+    _, _, trajectory = _reference(one_at_a_time, TaylorSeerConfig(order=1), num_steps=20)
+    assert list(trajectory.steps.values()) == [list(range(20))] * 3  # one stream per call
     config, report = calibrate(one_at_a_time, TaylorSeerConfig(order=1), num_steps=20, budget=6, max_calls=4)
     assert (
         report["sampler_calls"] == 4 and len(config.full_steps) == 6 and report["mse"] <= report["start_mse"]
@@ -145,18 +149,39 @@ def test_calibrate_takes_a_sampler_that_runs_the_model_once_per_sample():
 def test_a_placement_must_beat_the_default_consistently_not_just_in_total_or_on_most_samples():
     default = torch.tensor([1.0, 1.0, 1.0, 1.0])
     assert improves_consistently(torch.tensor([0.5, 0.55, 0.6, 0.45]), default)
-    assert improves_consistently(torch.tensor([0.5, 0.5, 0.5, 1.2]), default)  # 3 of 4, by far
+    assert not improves_consistently(torch.tensor([0.5, 0.5, 0.5, 1.2]), default)  # 3 of 4: too few
+    assert improves_consistently(torch.tensor([0.5] * 9 + [1.2] * 3), torch.ones(12))  # 9 of 12: enough
+    assert not improves_consistently(torch.tensor([0.2, 0.5]), default[:2])  # 2 samples ask for much more
     assert not improves_consistently(torch.tensor([0.2, 0.9, 0.95, 1.5]), default)  # 3 of 4, scattered
     assert not improves_consistently(torch.tensor([0.01, 1.1, 1.1, 1.1]), default)  # one carries the total
     assert not improves_consistently(torch.tensor([0.0, 1.1, 1.1, 1.1]), default)  # even an exact one
     assert not improves_consistently(default.clone(), default)  # no gain at all
+    with pytest.raises(ValueError, match="at least 2 samples, got 1"):
+        improves_consistently(torch.tensor([0.5]), torch.tensor([1.0]))
     output, reference = torch.zeros(3, 2, 2), torch.zeros(3, 2, 2)
     output[1] = 2.0
     assert torch.equal(sample_errors(output, reference), torch.tensor([0.0, 4.0, 0.0]))
     assert sample_errors(torch.ones(5), torch.zeros(5)).shape == (1,)  # no batch dim: one sample
 
 
-def test_calibrate_keeps_the_default_when_no_placement_wins_on_most_samples():
+def test_calibrate_takes_a_placement_that_gains_on_every_sample():
+    run = tiny_sampler(tiny_dit(), 0)
+    base = TaylorSeerConfig(order=1, sampler="diffusion")
+    default = tuple(base.spread_placement(20, 6))
+
+    def default_off_everywhere(config):  # the default: 0.2 off on every sample; the others 0.1
+        if config is None or config.interval == 1:
+            return run(config)
+        return run(None) + (0.2 if config.full_steps == default else 0.1)
+
+    config, report = calibrate(default_off_everywhere, base, num_steps=20, budget=6)
+    assert config.full_steps != default
+    assert report["mse"] == pytest.approx(0.01, rel=1e-3) and report["start_mse"] == pytest.approx(
+        0.04, rel=1e-3
+    )
+
+
+def test_calibrate_keeps_the_default_when_no_placement_gains_consistently():
     model = tiny_dit()
     run = tiny_sampler(model, 0)
     base = TaylorSeerConfig(order=1, sampler="diffusion")  # what calibrate detects on the DiT

@@ -165,7 +165,8 @@ def test_no_cache_writes_one_grid_in_the_format_of_the_extension(tmp_path, capsy
         (["bench", "--out", "HERE"], "already holds files; give a new or empty folder"),
         (["bench", "--out", "FILE"], "is a file; give a folder"),
         (["bench", "--sweep", "--samples", "10"], "it needs --samples 65 or more, got 10"),
-        (["calibrate", "--samples", "1"], "--samples must be >= 2 and --max-calls >= 3, got 1, 12"),
+        (["calibrate", "--samples", "1"], "2 samples per run (--samples per --prompt) to tell"),
+        (["calibrate", "--samples", "0"], "--samples must be >= 1 and --max-calls >= 3, got 0, 12"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(arguments, message, tmp_path, monkeypatch, capsys):

@@ -128,16 +128,16 @@ def calibrate(
     """The placement of `budget` full steps that brings `sampler`'s output closest to full compute,
     in at most `max_calls` calls of `sampler`.
 
-    `sampler(config)` applies `config` to its model with `apply_taylorseer`, samples a few fixed
-    seeds and returns the final samples, one per index of dim 0, at least 2 (a dozen tell a
-    consistent gain from chance better; `None`: full compute). Returns
+    `sampler(config)` (`None`: full compute) applies `config` to its model with
+    `apply_taylorseer`, samples a few fixed seeds and returns the final samples, one per index of
+    dim 0: at least 2, and a dozen tell a consistent gain from chance better. Returns
     (config, report) with the report's start_mse (the default placement), mse (the chosen one),
     sampler_calls, seconds."""
     if max_calls < 3:
         raise ValueError(f"max_calls must be >= 3 (a recording and two placements), got {max_calls}")
     start_time = time.perf_counter()
     reference, base, trajectory = _reference(sampler, base, num_steps)
-    if len(sample_errors(reference, reference)) < 2:
+    if reference.dim() < 2 or reference.shape[0] < 2:
         raise ValueError(
             "calibrate needs at least 2 samples per sampler call (dim 0 of its output) to tell a "
             f"consistent gain from chance; the sampler returned output of shape {tuple(reference.shape)}"
@@ -197,14 +197,30 @@ def sample_errors(output: Tensor, reference: Tensor) -> Tensor:
     return squared.reshape(squared.shape[0] if squared.dim() > 1 else 1, -1).mean(1)
 
 
+# Two-sided 95% quantiles of Student's t for 1-30 degrees of freedom (samples - 1); beyond,
+# 1.96 + 2.5 / dof is within 0.003 of it.
+_T_QUANTILES = (
+    12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+    2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+    2.045, 2.042,
+)  # fmt: skip
+
+
 def improves_consistently(errors: Tensor, default_errors: Tensor) -> bool:
     """Whether a placement's errors (samples,) are lower than the default's by more than the
-    spread over the samples explains: the mean of the per-sample log error ratios lies at least
-    two standard errors below zero. On a dozen calibration samples a placement that wins in total,
-    or even on most samples, but not consistently, lost to the default on other seeds."""
-    log_ratios = torch.log(errors.double().clamp_min(1e-300) / default_errors.double().clamp_min(1e-300))
-    standard_error = log_ratios.std() / log_ratios.numel() ** 0.5
-    return bool(log_ratios.mean() < -2 * standard_error)
+    spread over the samples explains: the mean of the per-sample log error ratios lies below zero
+    by more than Student's t quantile (`_T_QUANTILES`) times its standard error, so a placement
+    with no real gain passes by chance 2.5% of the time at any sample count. On a dozen
+    calibration samples a placement that wins in total, or even on most samples, but not
+    consistently, lost to the default on other seeds."""
+    count = errors.numel()
+    if count < 2:
+        raise ValueError(f"telling a consistent gain from chance needs at least 2 samples, got {count}")
+    ratios = errors.double().clamp_min(1e-300) / default_errors.double().clamp_min(1e-300)
+    log_ratios = torch.log(ratios).clamp(-50.0, 50.0)  # an infinite default error: a clear win
+    dof = count - 1
+    quantile = _T_QUANTILES[dof - 1] if dof <= len(_T_QUANTILES) else 1.96 + 2.5 / dof
+    return bool(log_ratios.mean() < -quantile * log_ratios.std() / count**0.5)
 
 
 class _OfflineModel:
@@ -215,8 +231,9 @@ class _OfflineModel:
         for stream, steps in trajectory.steps.items():
             if steps != list(range(num_steps)):
                 raise ValueError(
-                    f"a recorded run called the model at steps {steps[:6]}... (stream {stream}), "
-                    f"not once at each of the {num_steps} steps: is num_steps the sampler's step count?"
+                    f"a recorded run called the model {len(steps)} times, at steps {steps[:6]}... (stream "
+                    f"{stream}), not once at each of the {num_steps} steps: is num_steps the sampler's "
+                    "step count?"
                 )
             self.streams.append((trajectory.stacked(stream), trajectory.abscissae[stream]))
         self.base, self.num_steps = base, num_steps

@@ -64,9 +64,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         budget = args.budget or base.full_step_budget(args.steps)
         if not 1 < budget <= args.steps:
             raise ValueError(f"--budget {budget} must be more than 1 and at most --steps {args.steps}")
-        if args.samples < 2 or args.max_calls < 3:
+        if args.samples < 1 or args.max_calls < 3:
             raise ValueError(
-                f"--samples must be >= 2 and --max-calls >= 3, got {args.samples}, {args.max_calls}"
+                f"--samples must be >= 1 and --max-calls >= 3, got {args.samples}, {args.max_calls}"
+            )
+        if not args.search and args.samples * len(args.prompt or [None]) < 2:
+            raise ValueError(
+                "calibration needs at least 2 samples per run (--samples per --prompt) to tell a "
+                "consistent gain from chance, got 1; or use --search"
             )
         given = [f"--{name}" for name in ("prompt", "height", "width", "frames") if getattr(args, name)]
         if bundled and given:

@@ -2,10 +2,10 @@
 
 Inside `with recording(elements) as trajectory:`, every full call of a cached model adds the
 output of the whole model (a fixed random subset of at most `elements` of its values, the same
-subset at every step) to `trajectory`, with its step and abscissa, and the sampler the run's
-config was resolved to. Outputs are kept per stream: one for each guidance branch of each run, a
-new run of a branch starting where its step count goes back (a sampler that runs a pipeline once
-per prompt or seed records one stream per call and branch).
+subset at every step and call of that output size) to `trajectory`, with its step and abscissa,
+and the sampler the run's config was resolved to. Outputs are kept per stream: one for each
+guidance branch of each run, a new run of a branch starting where its step count goes back (a
+sampler that runs a pipeline once per prompt or seed records one stream per call and branch).
 """
 
 from __future__ import annotations
@@ -32,23 +32,23 @@ class Trajectory:
     abscissae: dict[int, list[float]] = field(default_factory=dict)
     values: dict[int, list[Tensor]] = field(default_factory=dict)
     sampler: str | None = None  # the recorded run's config.sampler ("flow", "diffusion", None)
-    _subset: Tensor | None = None
+    _subsets: dict[int, Tensor] = field(default_factory=dict)  # output size -> recorded indices
     _stream_of_branch: dict[int, int] = field(default_factory=dict)  # the latest stream of each branch
 
     def add(self, step: int, branch: int, x: float, output: Any) -> None:
         flat = torch.cat(
             [t.detach().reshape(-1).double().cpu() for t in tree_leaves(output) if isinstance(t, Tensor)]
         )
-        if self._subset is None:
+        size = flat.numel()
+        if size not in self._subsets:
             generator = torch.Generator().manual_seed(self.seed)
-            count = min(self.elements, flat.numel())
-            self._subset = torch.randperm(flat.numel(), generator=generator)[:count].sort().values
+            self._subsets[size] = torch.randperm(size, generator=generator)[: self.elements].sort().values
         stream = self._stream_of_branch.get(branch)
         if stream is None or step <= self.steps[stream][-1]:  # the branch's first step of a new run
             stream = self._stream_of_branch[branch] = len(self.steps)
         self.steps.setdefault(stream, []).append(step)
         self.abscissae.setdefault(stream, []).append(x)
-        self.values.setdefault(stream, []).append(flat[self._subset])
+        self.values.setdefault(stream, []).append(flat[self._subsets[size]])
 
     def stacked(self, stream: int) -> Tensor:
         """(recorded steps, elements) of one stream."""
