@@ -63,4 +63,6 @@ def test_the_table_names_the_choosers_and_ships_what_carried_over_to_the_held_ou
         "at (20, 36) steps, which no search looked at" in table
         and "| 5 | found | 36.00 | 36.00 | 29.00 |" in table
     )
+    assert table.count("| interval | shape (its full steps) | a | b | c |") == 1  # the first table's
+    assert table.count("| interval | shape | a | b | c |\n|---:|---|---:|---:|---:|") == 1  # the check's
     assert "- interval 3: 0, 4, 9\n- interval 5: 0, 5, 7, 9\n- interval 7: 0, 8" in table

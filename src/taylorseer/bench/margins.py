@@ -6,7 +6,8 @@
 Settings: 50 steps at interval 5 and 28 steps at interval 3, where the paper's rule runs 12 and 11
 full steps. Every method runs exactly that many (the count is measured and shown):
 - ours: `TaylorSeerConfig(interval=...)`, the default as a user gets it;
-- the official TaylorSeer (our reproduction: its rule with first_enhance 3, per-module Taylor);
+- the official TaylorSeer (our reproduction: its rule with first_enhance `BUDGET_WARMUP`, so as
+  many full steps as ours, per-module Taylor);
 - diffusers TaylorSeerCache on the modules our granularity "module" caches, its own rule
   (every `interval`-th step after 2 warm-up steps);
 - cache-dit DBCache F1B0 + its TaylorSeer calibrator, the paper's full steps as its steps mask

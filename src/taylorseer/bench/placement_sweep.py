@@ -105,9 +105,9 @@ def markdown(rows: list[dict], models: list[str], seconds: float, samples: int, 
         f"`python -m taylorseer.bench.placement_sweep {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on "
         "this repo's 2-core CPU, "
         f"{samples} samples per model). Mean PSNR (dB) against full compute over step counts "
-        f"{STEP_COUNTS} and the paper's full-step counts at intervals {INTERVALS} (warm-up 3). Ranked by "
-        "the choosing model(s) alone (by the worst of them when two choose); held-out models are shown "
-        "beside them.",
+        f"{STEP_COUNTS} and the paper's full-step counts at intervals {INTERVALS} (warm-up "
+        f"{BUDGET_WARMUP}). Ranked by the choosing model(s) alone (by the worst of them when two "
+        "choose); held-out models are shown beside them.",
         "",
     ]
     sections = [

@@ -90,10 +90,13 @@ def markdown(
     samples: int,
 ) -> str:
     shown = [*choosers, *held_out]
-    header = [
-        "| interval | shape (its full steps) | " + " | ".join(shown) + " |",
-        "|---:|---|" + "---:|" * len(shown),
-    ]
+
+    def header(shape_column: str) -> list[str]:
+        return [
+            f"| interval | {shape_column} | " + " | ".join(shown) + " |",
+            "|---:|---|" + "---:|" * len(shown),
+        ]
+
     lines = [
         f"# The shapes of the {sampler} placement",
         "",
@@ -103,7 +106,7 @@ def markdown(
         f"each; chosen by the worst of {', '.join(choosers)}"
         + (f"; {', '.join(held_out)} took no part." if held_out else "."),
         "",
-        *header,
+        *header("shape (its full steps)"),
     ]
     for row in found:
         cells = " | ".join(f"{row[name]:.2f}" for name in shown)
@@ -112,7 +115,7 @@ def markdown(
         "",
         f"The shipped and found shapes at {check_steps} steps, which no search looked at:",
         "",
-        *header,
+        *header("shape"),
     ]
     for row in found:
         if row["label"] != "best start":
