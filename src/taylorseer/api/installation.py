@@ -56,7 +56,14 @@ class Installation:
             try:
                 output = run_model()
                 self.strategy.finish(context, output)
-                record(context.step, context.branch, context.x, output, self.runtime.config.sampler)
+                record(
+                    self.runtime.run,
+                    context.step,
+                    context.branch,
+                    context.x,
+                    output,
+                    self.runtime.config.sampler,
+                )
                 return output
             except BudgetExceeded as exceeded:
                 self._downgrade(exceeded)

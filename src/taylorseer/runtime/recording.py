@@ -3,9 +3,9 @@
 Inside `with recording(elements) as trajectory:`, every full call of a cached model adds the
 output of the whole model (a fixed random subset of at most `elements` of its values, the same
 subset at every step and call of that output size) to `trajectory`, with its step and abscissa,
-and the sampler the run's config was resolved to. Outputs are kept per stream: one for each
-guidance branch of each run, a new run of a branch starting where its step count goes back (a
-sampler that runs a pipeline once per prompt or seed records one stream per call and branch).
+and the sampler the run's config was resolved to. Outputs are kept per stream: one for each run
+(as the cache's step clock counts them) and guidance branch, so a sampler that runs a pipeline
+once per prompt or seed records one stream per call and branch.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ class Trajectory:
     values: dict[int, list[Tensor]] = field(default_factory=dict)
     sampler: str | None = None  # the recorded run's config.sampler ("flow", "diffusion", None)
     _subsets: dict[int, Tensor] = field(default_factory=dict)  # output size -> recorded indices
-    _stream_of_branch: dict[int, int] = field(default_factory=dict)  # the latest stream of each branch
+    _streams: dict[tuple[int, int], int] = field(default_factory=dict)  # (run, branch) -> stream
 
-    def add(self, step: int, branch: int, x: float, output: Any) -> None:
+    def add(self, run: int, step: int, branch: int, x: float, output: Any) -> None:
         flat = torch.cat(
             [t.detach().reshape(-1).double().cpu() for t in tree_leaves(output) if isinstance(t, Tensor)]
         )
@@ -43,9 +43,7 @@ class Trajectory:
         if size not in self._subsets:
             generator = torch.Generator().manual_seed(self.seed)
             self._subsets[size] = torch.randperm(size, generator=generator)[: self.elements].sort().values
-        stream = self._stream_of_branch.get(branch)
-        if stream is None or step <= self.steps[stream][-1]:  # the branch's first step of a new run
-            stream = self._stream_of_branch[branch] = len(self.steps)
+        stream = self._streams.setdefault((run, branch), len(self._streams))
         self.steps.setdefault(stream, []).append(step)
         self.abscissae.setdefault(stream, []).append(x)
         self.values.setdefault(stream, []).append(flat[self._subsets[size]])
@@ -69,9 +67,9 @@ def recording(elements: int = 65536, seed: int = 0) -> Iterator[Trajectory]:
         _ACTIVE.reset(token)
 
 
-def record(step: int, branch: int, x: float, output: Any, sampler: str | None) -> None:
+def record(run: int, step: int, branch: int, x: float, output: Any, sampler: str | None) -> None:
     """Called after each full call of a cached model: adds it to the active recording, if any."""
     trajectory = _ACTIVE.get()
     if trajectory is not None:
-        trajectory.add(step, branch, x, output)
+        trajectory.add(run, step, branch, x, output)
         trajectory.sampler = sampler
