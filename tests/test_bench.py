@@ -166,3 +166,19 @@ def test_clip_scorer_is_the_clip_cosine_of_images_and_prompts(tmp_path):
     assert score == pytest.approx(100 * cosine.clamp(min=0).mean().item(), rel=1e-4)
     with pytest.raises(ValueError, match="not a CLIP model folder"):
         clip_scorer(tmp_path / "missing")
+
+
+def test_the_margins_at_equal_full_steps_go_into_results_and_json(tmp_path):
+    rows = [harness.Row("full compute", "full", 50, 100, 1.0, None, None, dict(psnr=math.inf))]
+    margin_rows = [
+        dict(model="m", steps=28, interval=3, method="ours: default", full_steps=11, psnr=48.5),
+        dict(model="m", steps=28, interval=3, method="peer a", full_steps=11, psnr=44.0),
+        dict(model="m", steps=28, interval=3, method="peer b", full_steps=11, psnr=41.0),
+    ]
+    runner.write(tmp_path, {"m": rows}, {"command": "c", "samples": 3}, 1.0, margin_rows)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| m | 28 | 11 | 48.50 | peer a (11 full) | 44.00 | +4.50 |" in text  # the best peer
+    assert "| m | 28 | peer b | 11 | 41.00 |" in text  # and every row
+    assert json.loads((tmp_path / "bench.json").read_text())["margins"] == margin_rows
+    runner.write(tmp_path / "none", {"m": rows}, {"command": "c", "samples": 3}, 1.0)
+    assert "50 and 28 steps" not in (tmp_path / "none" / "RESULTS.md").read_text()

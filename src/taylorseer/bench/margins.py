@@ -13,7 +13,8 @@ full steps. Every method runs exactly that many (the count is measured and shown
 - cache-dit DBCache F1B0 + its TaylorSeer calibrator, the paper's full steps as its steps mask
   (at 28 steps also its own "fast" mask, which has 11 full steps);
 each peer at orders 1 and 2. PSNR (dB) of the images against full compute on the same seeds; the
-margin is ours minus the best peer.
+margin is ours minus the best peer. `taylorseer bench` runs it on the bench's samples (a section
+of RESULTS.md); run alone as above, on seeds of its own, it writes docs/MARGINS.md.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from taylorseer.bench import harness, peers
 from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.harness import Method, Subject
 from taylorseer.bench.metrics import psnr
-from taylorseer.bench.runner import SAME_MODULES
-from taylorseer.bench.subjects import FAMILIES
+from taylorseer.bench.subjects import FAMILIES, SAME_MODULES
 from taylorseer.config import BUDGET_WARMUP, TaylorSeerConfig
 from taylorseer.core.schedule import full_step_indices
 from taylorseer.models.bundled import load_bundled
@@ -90,15 +90,9 @@ def measure(name: str, samples: int, seed: int) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], seconds: float, samples: int) -> str:
+def summary(rows: list[dict]) -> list[str]:
+    """The margin table: per model and step count, ours, the best peer and ours minus it."""
     lines = [
-        "# Our default against the peers at equal full steps",
-        "",
-        f"`python -m taylorseer.bench.margins {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on this "
-        f"repo's 2-core CPU, {samples} samples per model). PSNR (dB) against full compute; every",
-        "method runs the same number of full steps (the paper's count). `dit-heldout` and `flux-heldout`",
-        "took part in no choice of our defaults; the margin is ours minus the best peer.",
-        "",
         "| model | steps | full steps | ours: default | best peer | PSNR | margin |",
         "|---|---:|---:|---:|---|---:|---:|",
     ]
@@ -110,10 +104,12 @@ def markdown(rows: list[dict], seconds: float, samples: int) -> str:
             f"| {key[0]} | {key[1]} | {ours['full_steps']} | {ours['psnr']:.2f} | {best['method']} "
             f"({best['full_steps']} full) | {best['psnr']:.2f} | {ours['psnr'] - best['psnr']:+.2f} |"
         )
-    lines += [
-        "",
-        "Every row:",
-        "",
+    return lines
+
+
+def every_row(rows: list[dict]) -> list[str]:
+    """Every method's full steps and PSNR."""
+    lines = [
         "| model | steps | method | full steps | PSNR |",
         "|---|---:|---|---:|---:|",
     ]
@@ -121,7 +117,25 @@ def markdown(rows: list[dict], seconds: float, samples: int) -> str:
         f"| {row['model']} | {row['steps']} | {row['method']} | {row['full_steps']} | {row['psnr']:.2f} |"
         for row in rows
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def markdown(rows: list[dict], seconds: float, samples: int) -> str:
+    lines = [
+        "# Our default against the peers at equal full steps",
+        "",
+        f"`python -m taylorseer.bench.margins {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on this "
+        f"repo's 2-core CPU, {samples} samples per model). {EXPLANATION}",
+        "",
+    ]
+    return "\n".join([*lines, *summary(rows), "", "Every row:", "", *every_row(rows)])
+
+
+EXPLANATION = (
+    "PSNR (dB) against full compute; every method runs the same number of full steps (the paper's "
+    "count at interval 5 for 50 steps, interval 3 for 28). `dit-heldout` and `flux-heldout` took part "
+    "in no choice of our defaults; the margin is ours minus the best peer."
+)
 
 
 def main() -> None:

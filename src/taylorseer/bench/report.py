@@ -53,10 +53,13 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def save_json(path: Path, results: dict[str, list[Row]], settings: dict) -> None:
+def save_json(
+    path: Path, results: dict[str, list[Row]], settings: dict, margin_rows: list[dict] = ()
+) -> None:
     data = {
         "settings": settings,
         "models": {name: [row.as_dict() for row in rows] for name, rows in results.items()},
+        "margins": list(margin_rows),  # every peer at our number of full steps (bench.margins)
     }
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
 

@@ -8,23 +8,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from taylorseer.bench import harness, report
+from taylorseer.bench import harness, margins, report
 from taylorseer.bench.harness import Method, Row, Subject
+from taylorseer.bench.subjects import SAME_MODULES
 from taylorseer.calibrate import calibrate, calibrated_config, search, spread, with_full_steps
 from taylorseer.config import TaylorSeerConfig
 from taylorseer.wiring.samplers import model_sampler
-
-# The modules our granularity "module" caches, as regexes for diffusers' TaylorSeerCache.
-SAME_MODULES = {
-    "dit": dict(identifiers=[r"blocks\.\d+\.(attn|mlp)"]),
-    "flux": dict(
-        identifiers=[
-            r"transformer_blocks\.\d+\.(attn|ff|ff_context)",
-            r"single_transformer_blocks\.\d+\.proj_out",
-        ],
-        skip_identifiers=[r"single_transformer_blocks\.\d+\.(attn|proj_mlp)"],
-    ),
-}
 
 
 def peer_methods(family: str, default: TaylorSeerConfig) -> list[Method]:
@@ -115,11 +104,13 @@ def at_equal_full_steps(default: TaylorSeerConfig) -> Callable[[list[Row]], list
     return follow_ups
 
 
-def write(out: Path, results: dict[str, list[Row]], settings: dict, seconds: float) -> None:
-    """RESULTS.md (a table per model, the comparisons, what the FID-proxy can tell apart, the
-    plot), bench.json and pareto.png in the folder `out`."""
+def write(
+    out: Path, results: dict[str, list[Row]], settings: dict, seconds: float, margin_rows: list[dict] = ()
+) -> None:
+    """RESULTS.md (a table per model, the margins at equal full steps, the comparisons, what the
+    FID-proxy can tell apart, the plot), bench.json and pareto.png in the folder `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    report.save_json(out / "bench.json", results, settings)
+    report.save_json(out / "bench.json", results, settings, margin_rows)
     report.pareto_plot(out / "pareto.png", results)
     parts = [
         "# Benchmark results",
@@ -129,6 +120,9 @@ def write(out: Path, results: dict[str, list[Row]], settings: dict, seconds: flo
     ]
     for name, rows in results.items():
         parts += [f"## {name}", "", report.markdown_table(rows), ""]
+    if margin_rows:
+        parts += ["## Every peer at our number of full steps, 50 and 28 steps", "", margins.EXPLANATION, ""]
+        parts += [*margins.summary(margin_rows), "", "Every row:", "", *margins.every_row(margin_rows), ""]
     parts += ["## Comparisons", ""] + [f"- {line}" for line in report.comparisons(results)]
     samples = settings.get("samples")
     fid = report.fid_note(results, samples)
@@ -195,11 +189,17 @@ def main(args: argparse.Namespace) -> int:
         follow_ups = None if name == "flux-large" else at_equal_full_steps(default)
         methods = methods_for(subject, default, not args.no_peers)
         results[name] = harness.run(subject, methods, args.repeats, follow_ups=follow_ups)
+    margin_rows = [
+        row
+        for name in args.models
+        if name != "flux-large" and not args.no_peers
+        for row in margins.measure(name, args.samples, args.seed)
+    ]
     settings = dict(
         command=" ".join(["taylorseer bench", *args.argv]), samples=args.samples, seed=args.seed,
         repeats=args.repeats, steps=harness.STEPS, default=TaylorSeerConfig().to_dict(),
     )  # fmt: skip
-    write(args.out, results, settings, time.perf_counter() - start)
+    write(args.out, results, settings, time.perf_counter() - start, margin_rows)
     print(f"wrote {args.out / 'RESULTS.md'}, bench.json, pareto.png")
     return 0
 

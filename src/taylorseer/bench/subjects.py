@@ -20,6 +20,17 @@ from taylorseer.models.digits import load_digits
 from taylorseer.models.weights import bundled_path
 
 FAMILIES = {name: name.split("-")[0] for name in BUNDLED_MODELS}  # bundled model -> "dit" | "flux"
+# The modules our granularity "module" caches, as regexes for diffusers' TaylorSeerCache.
+SAME_MODULES = {
+    "dit": dict(identifiers=[r"blocks\.\d+\.(attn|mlp)"]),
+    "flux": dict(
+        identifiers=[
+            r"transformer_blocks\.\d+\.(attn|ff|ff_context)",
+            r"single_transformer_blocks\.\d+\.proj_out",
+        ],
+        skip_identifiers=[r"single_transformer_blocks\.\d+\.(attn|proj_mlp)"],
+    ),
+}
 CALIBRATION_SAMPLES = 12  # calibration runs on these few samples, from seeds apart from the bench's
 CALIBRATION_SEED_OFFSET = 10_000
 # The FID-proxy fits a covariance of the classifier's features to the samples: below one sample
