@@ -121,6 +121,8 @@ def test_a_recording_keeps_one_stream_per_run_and_branch():
                 trajectory.add(run, step, branch, x=float(step), output=torch.full((4,), 10.0 * run + step))
     assert trajectory.steps == {stream: [0, 1, 2] for stream in range(4)}
     assert trajectory.stacked(2)[:, 0].tolist() == [10.0, 11.0, 12.0]  # run 1, branch 0
+    assert trajectory.values[2][0].dtype == torch.float32  # kept at half the memory of float64
+    assert trajectory.stacked(2).dtype == torch.float64  # what the offline estimates compute in
     trajectory.add(2, 0, 0, x=0.0, output=torch.ones(1))  # a smaller last call (a chunked sampler)
     assert trajectory.steps[4] == [0] and trajectory.values[4][0].tolist() == [1.0]
 

@@ -143,6 +143,7 @@ def calibrate(
             f"consistent gain from chance; the sampler returned output of shape {tuple(reference.shape)}"
         )
     model = _OfflineModel(trajectory, base, num_steps)
+    del trajectory  # the offline model keeps its stacked copy
     measured: dict[tuple[int, ...], Tensor] = {}  # placement -> (samples,) errors
 
     def mse(steps: tuple[int, ...]) -> float:

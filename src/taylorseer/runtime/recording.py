@@ -36,9 +36,8 @@ class Trajectory:
     _streams: dict[tuple[int, int], int] = field(default_factory=dict)  # (run, branch) -> stream
 
     def add(self, run: int, step: int, branch: int, x: float, output: Any) -> None:
-        flat = torch.cat(
-            [t.detach().reshape(-1).double().cpu() for t in tree_leaves(output) if isinstance(t, Tensor)]
-        )
+        tensors = [leaf for leaf in tree_leaves(output) if isinstance(leaf, Tensor)]
+        flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
         size = flat.numel()
         if size not in self._subsets:
             generator = torch.Generator().manual_seed(self.seed)
@@ -46,11 +45,12 @@ class Trajectory:
         stream = self._streams.setdefault((run, branch), len(self._streams))
         self.steps.setdefault(stream, []).append(step)
         self.abscissae.setdefault(stream, []).append(x)
-        self.values.setdefault(stream, []).append(flat[self._subsets[size]])
+        # float32: a model's output carries no more (half the memory of float64)
+        self.values.setdefault(stream, []).append(flat[self._subsets[size].to(flat.device)].cpu())
 
     def stacked(self, stream: int) -> Tensor:
-        """(recorded steps, elements) of one stream."""
-        return torch.stack(self.values[stream])
+        """(recorded steps, elements) of one stream, in float64 for the offline error estimates."""
+        return torch.stack(self.values[stream]).double()
 
 
 _ACTIVE: ContextVar[Trajectory | None] = ContextVar("taylorseer_recording", default=None)
