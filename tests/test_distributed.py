@@ -23,6 +23,7 @@ pytest.importorskip("diffusers")
 from taylorseer import TaylorSeerConfig, apply_taylorseer, distributed  # noqa: E402
 from taylorseer.api import maybe_applied  # noqa: E402
 from taylorseer.cli import checks  # noqa: E402
+from taylorseer.core import forecast  # noqa: E402
 from taylorseer.models import flux_digits  # noqa: E402
 from taylorseer.models.bundled import DigitGenerator  # noqa: E402
 from taylorseer.models.dit import DiT  # noqa: E402
@@ -115,6 +116,36 @@ def adaptive_with_distances(transformer, conditioning) -> dict:
     return dict(distances=distances, full_steps=full_steps, latents=latents)
 
 
+ORDER_2_CACHE = dataclasses.replace(MODULE_CACHE, order=2, term_ratio=0.5)
+
+
+def forecasts_with_groups(transformer, conditioning) -> dict:
+    """flux_digits at order 2 with a term ratio (per module): the latents, and the process group
+    that each forecast was given."""
+    groups = []
+    predict = forecast.predict
+
+    def recording(*args, **kwargs):
+        groups.append(kwargs.get("group"))
+        return predict(*args, **kwargs)
+
+    forecast.predict = recording
+    try:
+        latents, _ = flux_with_stats(transformer, conditioning, ORDER_2_CACHE)
+    finally:
+        forecast.predict = predict
+    return dict(latents=latents, grouped=[group is not None for group in groups])
+
+
+TERM_CUT_POINTS = [2.0, 1.0, 0.0]  # forecast at 3.0: Newton weights 1, 1, 2
+
+
+def term_cut_factors() -> list[torch.Tensor]:
+    """c_0, c_1, c_2 of a feature of 4 values whose order-2 term is small on the first half (kept
+    there alone) and large on the second (cut there, and over the whole)."""
+    return [torch.zeros(4), torch.ones(4), torch.tensor([0.01, 0.01, 10.0, 10.0])]
+
+
 def _scenarios(rank: int) -> dict:
     saved: dict = {}
     # gather: uneven and empty parts
@@ -149,6 +180,13 @@ def _scenarios(rank: int) -> dict:
     transformer, conditioning = tiny_flux()
     distributed.enable_context_parallel(transformer)
     saved["cp_adaptive"] = adaptive_with_distances(transformer, conditioning)
+    transformer, conditioning = tiny_flux()
+    distributed.enable_context_parallel(transformer)
+    saved["cp_order_2"] = forecasts_with_groups(transformer, conditioning)
+    # (4) the forecast's term cut with each rank holding half of every factor
+    shards = [factor.chunk(WORLD)[rank] for factor in term_cut_factors()]
+    world = torch.distributed.group.WORLD
+    saved["term_cut"] = forecast.predict(shards, TERM_CUT_POINTS, 3.0, "newton", term_ratio=0.5, group=world)
     transformer, conditioning = tiny_flux()
     distributed.enable_context_parallel(transformer, ring_degree=2)
     try:
@@ -300,6 +338,28 @@ def test_adaptive_refresh_decides_alike_on_every_rank_of_a_context_parallel_grou
     assert decided[0] == pytest.approx([d for d, _ in alone["distances"]], rel=1e-4)
     assert first["full_steps"] == second["full_steps"] == alone["full_steps"] < STEPS
     torch.testing.assert_close(first["latents"], alone["latents"], atol=ATOL, rtol=0)
+
+
+def test_the_term_cut_is_decided_over_a_context_parallel_group(ranks):
+    """Each rank holds half of each factor; the cut of the order-2 term is decided on the whole
+    feature's norms, so the ranks forecast their halves as one process forecasts the whole."""
+    factors = term_cut_factors()
+    whole = forecast.predict(factors, TERM_CUT_POINTS, 3.0, "newton", term_ratio=0.5)
+    assert torch.equal(whole, torch.ones(4))  # c_0 + c_1: the term is cut
+    first = [factor.chunk(WORLD)[0] for factor in factors]
+    first_alone = forecast.predict(first, TERM_CUT_POINTS, 3.0, "newton", term_ratio=0.5)
+    assert not torch.equal(first_alone, whole.chunk(WORLD)[0])  # on its own, rank 0 would keep it
+    for rank, part in zip(ranks, whole.chunk(WORLD)):
+        torch.testing.assert_close(rank["term_cut"], part, rtol=0, atol=0)
+
+
+def test_under_context_parallelism_every_forecast_decides_its_cut_over_the_group(ranks):
+    transformer, conditioning = tiny_flux()
+    alone = forecasts_with_groups(transformer, conditioning)
+    assert alone["grouped"] and not any(alone["grouped"])  # one process: no group
+    for rank in ranks:
+        assert rank["cp_order_2"]["grouped"] == [True] * len(alone["grouped"])
+        close(rank["cp_order_2"]["latents"], alone["latents"])
 
 
 def test_ring_attention_runs_or_fails_for_want_of_log_sum_exp_on_cpu(ranks):

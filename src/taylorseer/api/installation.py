@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,9 @@ class Installation:
         """Replace the hooks by those of `granularity` (ValueError if the model does not allow it)."""
         self.uninstall()
         self.runtime.forget_features()
+        # under context parallelism the ranks hold shards of the features (their tokens'): the
+        # forecasts' term cuts are decided over the group, as one process would decide them
+        self.runtime.rule = dataclasses.replace(self.runtime.rule, group=context_parallel_group(self.model))
         self.strategy = GRANULARITIES[granularity](self.runtime)
         self.strategy.install(self.model, self.undo)
         if self.runtime.config.schedule == "adaptive":  # outermost on the first block: its real output

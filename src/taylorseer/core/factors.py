@@ -43,6 +43,7 @@ class ForecastRule:
     storage_dtype: torch.dtype | None
     gap_ratio: float | None = None  # see forecast.usable_factors
     term_ratio: float | None = None  # see forecast.predict
+    group: Any = None  # ranks that each hold a shard of every feature (see forecast.predict)
 
 
 class CachedFeature:
@@ -79,10 +80,10 @@ class CachedFeature:
     def predict(self, branch: int, x: float) -> Any:
         """The branch's output forecast at abscissa `x`, in its structure and dtypes."""
         state = self.branches[branch]
+        rule = self.rule
+        options = dict(gap_ratio=rule.gap_ratio, term_ratio=rule.term_ratio, group=rule.group)
         tensors = iter(
-            forecast.predict(
-                factors, state.abscissae, x, self.rule.form, dtype, self.rule.gap_ratio, self.rule.term_ratio
-            )
+            forecast.predict(factors, state.abscissae, x, rule.form, dtype, **options)
             for factors, dtype in zip(state.factors, state.dtypes)
         )
         leaves = [next(tensors) if leaf is _TENSOR else leaf for leaf in state.template]

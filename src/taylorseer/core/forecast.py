@@ -16,6 +16,7 @@ Two forms share that layout:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -80,6 +81,7 @@ def predict(
     dtype: torch.dtype | None = None,
     gap_ratio: float | None = None,
     term_ratio: float | None = None,
+    group: Any = None,
 ) -> Tensor:
     """The feature forecast at abscissa `x` from its factors, in `dtype` (default: the factors'),
     truncated by `usable_factors` when `gap_ratio` is given.
@@ -87,7 +89,9 @@ def predict(
     With `term_ratio`, the series also stops at the first term w_j c_j (j >= 2) whose norm exceeds
     `term_ratio` times the previous term's: a growing term says the expansion no longer converges
     that far from x_0 (the usual truncation of an asymptotic series). Decided on the device, per
-    tensor, without a host sync."""
+    tensor, without a host sync. With a process `group` whose ranks each hold a shard of the
+    feature (context parallelism), the norms are those of the whole feature (squares summed over
+    the group), so that every rank cuts where one process would."""
     factors = factors[: usable_factors(abscissae, x, gap_ratio)]
     weights = forecast_weights(abscissae, len(factors), x, form)
     out = factors[0].to(dtype or factors[0].dtype, copy=True)
@@ -97,13 +101,20 @@ def predict(
         return out
     terms = [factor.to(out.dtype) * weight for weight, factor in zip(weights[1:], factors[1:])]
     out.add_(terms[0])
+    norms = _norms(terms, group)  # (len(terms),)
     kept = torch.ones((), dtype=torch.bool, device=out.device)
-    for previous, term in zip(terms, terms[1:]):
-        kept = kept & (_norm(term) <= term_ratio * _norm(previous))
+    for j, term in enumerate(terms[1:], start=1):
+        kept = kept & (norms[j] <= term_ratio * norms[j - 1])
         out.add_(term * kept)
     return out
 
 
-def _norm(tensor: Tensor) -> Tensor:
-    """A 0-dim norm in at least float32 (no overflow for half-precision features)."""
-    return torch.linalg.vector_norm(tensor, dtype=torch.promote_types(tensor.dtype, torch.float32))
+def _norms(tensors: list[Tensor], group: Any = None) -> Tensor:
+    """(len(tensors),) L2 norms in at least float32 (no overflow for half-precision features); with
+    a process `group`, of the tensors that the group's shards make together."""
+    dtype = torch.promote_types(tensors[0].dtype, torch.float32)
+    if group is None:
+        return torch.stack([torch.linalg.vector_norm(t, dtype=dtype) for t in tensors])
+    squares = torch.stack([torch.sum(t.to(dtype) ** 2) for t in tensors])
+    torch.distributed.all_reduce(squares, group=group)
+    return squares.sqrt()
