@@ -125,6 +125,10 @@ def test_a_recording_keeps_one_stream_per_run_and_branch():
     assert trajectory.stacked(2).dtype == torch.float64  # what the offline estimates compute in
     trajectory.add(2, 0, 0, x=0.0, output=torch.ones(1))  # a smaller last call (a chunked sampler)
     assert trajectory.steps[4] == [0] and trajectory.values[4][0].tolist() == [1.0]
+    dtypes = ((torch.bfloat16, torch.float32), (torch.float64, torch.float64))  # produced, kept
+    for run, (produced, kept) in enumerate(dtypes, start=3):
+        trajectory.add(run, 0, 0, x=0.0, output=torch.full((4,), 1 / 3, dtype=produced))
+        assert trajectory.values[run + 2][0].dtype == kept  # at least float32, else the output's own
 
 
 def test_calibrate_takes_a_sampler_that_runs_the_model_once_per_sample():

@@ -354,6 +354,7 @@ def test_the_term_cut_is_decided_over_a_context_parallel_group(ranks):
 
 
 def test_under_context_parallelism_every_forecast_decides_its_cut_over_the_group(ranks):
+    """The wiring: each rank's forecasts get the group (what the group does: the test above)."""
     transformer, conditioning = tiny_flux()
     alone = forecasts_with_groups(transformer, conditioning)
     assert alone["grouped"] and not any(alone["grouped"])  # one process: no group

@@ -37,9 +37,10 @@ class Installation:
         """Replace the hooks by those of `granularity` (ValueError if the model does not allow it)."""
         self.uninstall()
         self.runtime.forget_features()
-        # under context parallelism the ranks hold shards of the features (their tokens'): the
-        # forecasts' term cuts are decided over the group, as one process would decide them
-        self.runtime.rule = dataclasses.replace(self.runtime.rule, group=context_parallel_group(self.model))
+        # under context parallelism the ranks hold their tokens' shards of every feature but the
+        # model's output (gathered): the forecasts' term cuts are decided over the group
+        group = context_parallel_group(self.model) if granularity != "model" else None
+        self.runtime.rule = dataclasses.replace(self.runtime.rule, group=group)
         self.strategy = GRANULARITIES[granularity](self.runtime)
         self.strategy.install(self.model, self.undo)
         if self.runtime.config.schedule == "adaptive":  # outermost on the first block: its real output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from taylorseer.bench.harness import Row
@@ -54,7 +55,7 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def save_json(
-    path: Path, results: dict[str, list[Row]], settings: dict, margin_rows: list[dict] = ()
+    path: Path, results: dict[str, list[Row]], settings: dict, margin_rows: Sequence[dict] = ()
 ) -> None:
     data = {
         "settings": settings,

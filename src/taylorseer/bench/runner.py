@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from taylorseer.bench import harness, margins, report
@@ -105,7 +105,7 @@ def at_equal_full_steps(default: TaylorSeerConfig) -> Callable[[list[Row]], list
 
 
 def write(
-    out: Path, results: dict[str, list[Row]], settings: dict, seconds: float, margin_rows: list[dict] = ()
+    out: Path, results: dict[str, list[Row]], settings: dict, seconds: float, margin_rows: Sequence[dict] = ()
 ) -> None:
     """RESULTS.md (a table per model, the margins at equal full steps, the comparisons, what the
     FID-proxy can tell apart, the plot), bench.json and pareto.png in the folder `out`."""

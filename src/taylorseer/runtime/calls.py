@@ -8,6 +8,7 @@ to the probe?) and may turn full there; `Runtime.end` closes the call.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import warnings
 from collections.abc import Iterator
@@ -81,8 +82,10 @@ class Runtime:
         self.context: CallContext | None = None
         self.reset()
 
-    def new_feature(self, path: str) -> CachedFeature:
-        feature = CachedFeature(path, self.rule, self.budget)
+    def new_feature(self, path: str, group: Any = None) -> CachedFeature:
+        """A cached unit; `group`: the ranks holding its shards, if not those of the current rule."""
+        rule = self.rule if group is None else dataclasses.replace(self.rule, group=group)
+        feature = CachedFeature(path, rule, self.budget)
         self.features.append(feature)
         return feature
 

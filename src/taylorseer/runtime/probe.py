@@ -52,7 +52,7 @@ class Probe:
         self.block = block
         self.runtime = runtime
         self.group = group  # the context-parallel group whose ranks share the decision
-        self.feature = runtime.new_feature(f"{path} (probe)")
+        self.feature = runtime.new_feature(f"{path} (probe)", group)  # the first block's shards
         self.probing = False
 
     def wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:

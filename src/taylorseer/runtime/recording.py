@@ -11,6 +11,7 @@ once per prompt or seed records one stream per call and branch.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ class Trajectory:
 
     def add(self, run: int, step: int, branch: int, x: float, output: Any) -> None:
         tensors = [leaf for leaf in tree_leaves(output) if isinstance(leaf, Tensor)]
-        flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+        # the outputs' own precision, at least float32: half the memory of float64 for most models
+        dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors), torch.float32)
+        flat = torch.cat([t.detach().reshape(-1).to("cpu", dtype) for t in tensors])
         size = flat.numel()
         if size not in self._subsets:
             generator = torch.Generator().manual_seed(self.seed)
@@ -45,8 +48,7 @@ class Trajectory:
         stream = self._streams.setdefault((run, branch), len(self._streams))
         self.steps.setdefault(stream, []).append(step)
         self.abscissae.setdefault(stream, []).append(x)
-        # float32: a model's output carries no more (half the memory of float64)
-        self.values.setdefault(stream, []).append(flat[self._subsets[size].to(flat.device)].cpu())
+        self.values.setdefault(stream, []).append(flat[self._subsets[size]])
 
     def stacked(self, stream: int) -> Tensor:
         """(recorded steps, elements) of one stream, in float64 for the offline error estimates."""
