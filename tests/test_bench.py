@@ -182,3 +182,29 @@ def test_the_margins_at_equal_full_steps_go_into_results_and_json(tmp_path):
     assert json.loads((tmp_path / "bench.json").read_text())["margins"] == margin_rows
     runner.write(tmp_path / "none", {"m": rows}, {"command": "c", "samples": 3}, 1.0)
     assert "50 and 28 steps" not in (tmp_path / "none" / "RESULTS.md").read_text()
+
+
+@pytest.mark.parametrize(("no_peers", "measured"), [(False, ["dit-digits"]), (True, [])])
+def test_the_bench_measures_the_margins_on_each_trained_model_unless_peers_are_off(
+    no_peers, measured, tmp_path, monkeypatch
+):
+    import argparse
+
+    from taylorseer.bench import margins, subjects
+
+    full = harness.Row("full compute", "full", 50, 100, 1.0, None, None, dict(psnr=math.inf))
+    monkeypatch.setattr(subjects, "bundled_subject", lambda name, *args: tiny_subject())
+    monkeypatch.setattr(subjects, "large_flux_subject", lambda seed: tiny_subject())
+    monkeypatch.setattr(runner, "methods_for", lambda *args: [])
+    monkeypatch.setattr(harness, "run", lambda *args, **kwargs: [full])
+    seen = []
+    rows = [
+        dict(model="dit-digits", steps=28, interval=3, method=method, full_steps=11, psnr=psnr)
+        for method, psnr in (("ours: default", 48.0), ("a peer", 44.0))
+    ]
+    monkeypatch.setattr(margins, "measure", lambda name, samples, seed: seen.append(name) or rows)
+    arguments = dict(samples=2, seed=0, scorer=None, repeats=1, argv=[], no_peers=no_peers)
+    args = argparse.Namespace(models=["dit-digits", "flux-large"], out=tmp_path / "out", **arguments)
+    assert runner.main(args) == 0
+    assert seen == measured  # the large random model has no peers' margins to measure
+    assert json.loads((tmp_path / "out" / "bench.json").read_text())["margins"] == rows * len(measured)
