@@ -211,6 +211,22 @@ def test_a_missing_extra_is_named_before_any_work(monkeypatch, capsys):
     assert "taylorseer generate needs tqdm: pip install 'taylorseer[cli]'" in capsys.readouterr().err
 
 
+def test_a_bench_without_the_peer_libraries_says_so_before_any_work(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    from taylorseer.bench import runner
+
+    find_spec = importlib.util.find_spec
+    missing = lambda name: None if name == "cache_dit" else find_spec(name)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", missing)
+    monkeypatch.setattr(runner, "main", lambda args: 0)  # what runs once the checks pass
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--out", str(tmp_path / "a")])
+    assert exit_info.value.code == 2
+    assert "taylorseer bench (its peers; or --no-peers) needs cache-dit" in capsys.readouterr().err
+    assert main(["bench", "--no-peers", "--out", str(tmp_path / "b")]) == 0
+
+
 def test_version_and_help_with_defaults(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

@@ -59,7 +59,8 @@ def check_output(path: Path) -> None:
         )
 
 
-DISTRIBUTIONS = {"sklearn": "scikit-learn", "skimage": "scikit-image"}  # import name -> pip's name
+# import name -> pip's name
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "skimage": "scikit-image", "cache_dit": "cache-dit"}
 
 
 def check_installed(*packages: str, extra: str, purpose: str) -> None:

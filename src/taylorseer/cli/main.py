@@ -257,6 +257,8 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list
     try:
         needed = ("matplotlib", "safetensors", "diffusers", "sklearn", "scipy", "skimage")
         check_installed(*needed, extra="bench", purpose="taylorseer bench")
+        if not (args.no_peers or args.sweep):
+            check_installed("cache_dit", extra="bench", purpose="taylorseer bench (its peers; or --no-peers)")
         check_out_folder(args.out)
         if args.sweep and args.samples < _fid_samples():
             raise ValueError(
