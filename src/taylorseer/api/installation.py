@@ -39,13 +39,14 @@ class Installation:
         self.runtime.forget_features()
         # under context parallelism the ranks hold their tokens' shards of every feature but the
         # model's output (gathered): the forecasts' term cuts are decided over the group
-        group = context_parallel_group(self.model) if granularity != "model" else None
-        self.runtime.rule = dataclasses.replace(self.runtime.rule, group=group)
+        group = context_parallel_group(self.model)
+        sharded = group if granularity != "model" else None
+        self.runtime.rule = dataclasses.replace(self.runtime.rule, group=sharded)
         self.strategy = GRANULARITIES[granularity](self.runtime)
         self.strategy.install(self.model, self.undo)
         if self.runtime.config.schedule == "adaptive":  # outermost on the first block: its real output
             first = discover_blocks(self.model)[0]
-            probe = Probe(first.path, first.module, self.runtime, context_parallel_group(self.model))
+            probe = Probe(first.path, first.module, self.runtime, group)
             self.undo.append(wrap_forward(first.module, probe.wrap))
             self.runtime.probe = probe
 
