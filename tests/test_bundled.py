@@ -49,6 +49,20 @@ def test_default_cache_stays_close_to_full_compute_on_dit_digits():
     assert psnr(cached, full) > psnr(reuse, full)  # forecasting beats plain reuse at the same schedule
 
 
+@pytest.mark.parametrize("name", ["dit-digits", "flux-digits"])
+def test_the_correction_brings_a_trained_model_nearer_full_compute(name):
+    generator = load_bundled(name)
+    labels = torch.arange(20) % 10
+    noise = generator.noise(20, seed=11)
+    full = generator.sample(noise, labels, steps=50)
+    scores = {}
+    for correction in (None, False):
+        with maybe_applied(generator.transformer, TaylorSeerConfig(correction=correction), 50) as handle:
+            assert handle.stats["corrected"] == (correction is None)
+            scores[correction] = psnr(generator.sample(noise, labels, steps=50), full)
+    assert scores[None] > scores[False] + 0.5
+
+
 def test_classifier_is_accurate_and_fid_proxy_separates_real_from_noise(classifier):
     images, labels = load_digits("held_out")
     with torch.no_grad():

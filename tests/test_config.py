@@ -116,6 +116,7 @@ FIELD_VALUES = {
     "granularity": st.one_of(st.sampled_from(GRANULARITIES), ANYTHING),
     "factors_dtype": st.one_of(st.none(), st.sampled_from(FACTOR_DTYPES), ANYTHING),
     "official_quirks": st.one_of(st.booleans(), ANYTHING),
+    "correction": st.one_of(st.none(), st.booleans(), ANYTHING),
     "memory_budget": st.one_of(st.none(), st.integers(-2, 10**9), ANYTHING),
     "schedule": st.one_of(st.none(), st.sampled_from(SCHEDULES), ANYTHING),
     "error_budget": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), ANYTHING),

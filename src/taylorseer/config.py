@@ -143,6 +143,9 @@ class TaylorSeerConfig:
     granularity: str = "model"  # what is forecast: "module" | "block" | "stack" | "model"
     factors_dtype: str | None = None  # storage dtype of the factors; None = the feature's dtype
     official_quirks: bool = False  # official code: no derivatives before step warmup - 1
+    # correct each full step for the forecasts before it (core.hindsight); None = where it applies:
+    # granularity "model", a sampler of known kind, a pipeline's scheduler DDIM or FlowMatch Euler
+    correction: bool | None = None
     memory_budget: int | None = None  # bytes of cached factors; over it -> a leaner granularity
     # "calibrated" only: what the schedule was calibrated for ("model", "model_class", "scheduler",
     # "num_steps"); applying it to another model or scheduler warns
@@ -167,6 +170,14 @@ class TaylorSeerConfig:
             _require_int("memory_budget", self.memory_budget, minimum=1)
         if not isinstance(self.official_quirks, bool):
             raise ValueError(f"official_quirks must be a bool, got {self.official_quirks!r}")
+        if not (self.correction is None or isinstance(self.correction, bool)):
+            raise ValueError(f"correction must be True, False or None, got {self.correction!r}")
+        if self.correction and (self.granularity != "model" or self.official_quirks):
+            raise ValueError(
+                "correction=True corrects the model's output: it needs granularity='model' and no "
+                f"official_quirks, got granularity={self.granularity!r}, "
+                f"official_quirks={self.official_quirks}"
+            )
         if self.full_steps is not None:
             self._validate_full_steps()
         self._validate_schedule()

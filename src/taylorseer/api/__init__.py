@@ -13,6 +13,7 @@ from taylorseer.api.installation import Installation
 from taylorseer.api.pipelines import (
     denoisers,
     detected_sampler,
+    hindsight_for,
     is_pipeline,
     pipeline_clock,
     warn_if_made_for_another,
@@ -40,12 +41,15 @@ class TaylorSeerHandle:
         """Counts of the current (or last) run, over every cached model: full_steps, forecast_steps,
         full_calls, forecast_calls, nonfinite_fallbacks (forecasts that overflowed and were
         recomputed), probe_refreshes (adaptive: forecasts the probe turned full), steps,
-        granularity, cached_modules, cache_bytes (bytes of factors held now)."""
+        granularity, cached_modules, cache_bytes (bytes of factors held now), corrected (whether
+        full steps are corrected for their gaps: `TaylorSeerConfig.correction`)."""
         per_model = [runtime.stats for runtime in self._runtimes]
 
         def merged(key: str) -> Any:
             if key == "steps":  # the models share one clock
                 return per_model[0][key]
+            if key == "corrected":
+                return any(stats[key] for stats in per_model)
             if key == "granularity":
                 return ",".join(dict.fromkeys(stats[key] for stats in per_model))
             return sum(stats[key] for stats in per_model)
@@ -135,7 +139,7 @@ def apply_taylorseer(model: Any, config: TaylorSeerConfig | None = None) -> Tayl
         undo += scheduler_undo
         runtimes = []
         for each, timestep in zip(models, arguments):
-            runtime = Runtime(config, clock)
+            runtime = Runtime(config, clock, hindsight_for(config, model))
             installation = Installation(each, runtime)
             undo.append(installation.uninstall)
             installation.install(config.granularity)

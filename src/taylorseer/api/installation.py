@@ -61,7 +61,7 @@ class Installation:
         for _ in range(len(LEANER[self.runtime.granularity]) + 1):
             try:
                 output = run_model()
-                self.strategy.finish(context, output)
+                returned = self.strategy.finish(context, output)
                 record(
                     self.runtime.run,
                     context.step,
@@ -70,7 +70,7 @@ class Installation:
                     output,
                     self.runtime.config.sampler,
                 )
-                return output
+                return returned
             except BudgetExceeded as exceeded:
                 self._downgrade(exceeded)
             except StreamsChangeShape:

@@ -46,7 +46,23 @@ class ForecastRule:
     group: Any = None  # ranks that each hold a shard of every feature (see forecast.predict)
 
 
-class CachedFeature:
+class PerBranch:
+    """State kept per CFG branch in `branches` (branch -> something with `nbytes`)."""
+
+    branches: dict[int, Any]
+
+    def drop(self, branch: int | None = None) -> None:
+        if branch is None:
+            self.branches.clear()
+        else:
+            self.branches.pop(branch, None)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(state.nbytes for state in self.branches.values())
+
+
+class CachedFeature(PerBranch):
     """One cached unit (a module, block, the stack or the model), with factors per CFG branch."""
 
     def __init__(self, path: str, rule: ForecastRule, budget: MemoryBudget) -> None:
@@ -91,13 +107,3 @@ class CachedFeature:
 
     def has(self, branch: int) -> bool:
         return branch in self.branches
-
-    def drop(self, branch: int | None = None) -> None:
-        if branch is None:
-            self.branches.clear()
-        else:
-            self.branches.pop(branch, None)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(state.nbytes for state in self.branches.values())

@@ -24,6 +24,7 @@ from taylorseer.core.budget import MemoryBudget
 from taylorseer.core.clock import SchedulerClock, TimestepClock
 from taylorseer.core.factors import CachedFeature, ForecastRule
 from taylorseer.core.schedule import is_full_step
+from taylorseer.runtime.hindsight import Hindsight
 from taylorseer.runtime.stats import RunStats
 
 # Shapes, dtypes and devices of a call's tensor inputs: a change means cached state is stale.
@@ -39,6 +40,7 @@ class CallContext:
     branch: int
     full: bool  # run the cached units and record them, or forecast them
     x: float  # the abscissa of this call
+    timestep: float  # the model's timestep input
     order: int  # the order the factors may grow to on this (full) call
     scratch: dict[str, Any] = field(default_factory=dict)  # per-call notes of a granularity's hooks
 
@@ -65,8 +67,11 @@ class Runtime:
     """The state of the cache on one model: cached features, statistics, and the clock it reads
     (the experts of one pipeline share theirs, so that a schedule counts the pipeline's steps)."""
 
-    def __init__(self, config: TaylorSeerConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: TaylorSeerConfig, clock: Clock | None = None, hindsight: Hindsight | None = None
+    ) -> None:
         self.config = config
+        self.hindsight = hindsight  # corrects full steps of the model's output for their gaps
         self.clock = clock if clock is not None else TimestepClock()
         self.run: int | None = None  # the clock's run that this state belongs to
         self.num_steps: int | None = None  # the current run's length, when known
@@ -107,6 +112,8 @@ class Runtime:
         self.last_full: dict[int, int] = {}  # branch -> step of its last full call
         for feature in self.features:
             feature.drop()
+        if self.hindsight is not None:
+            self.hindsight.drop()
         self.budget.release()
         self.counts = RunStats()
 
@@ -127,7 +134,7 @@ class Runtime:
         quirk = config.official_quirks and step < config.effective_warmup - 1
         self.counts.count_call(full, branch)
         x = float(step) if config.abscissa == "step" else timestep
-        self.context = CallContext(step, branch, full, x, 0 if quirk else config.order)
+        self.context = CallContext(step, branch, full, x, timestep, 0 if quirk else config.order)
         self._signature = signature
         return self.context
 
@@ -166,6 +173,8 @@ class Runtime:
         self.ready.pop(branch, None)
         for feature in self.features:
             feature.drop(branch)
+        if self.hindsight is not None:
+            self.hindsight.drop(branch)
         self.budget.release(branch)
 
     def _run_length(self) -> int | None:
@@ -221,6 +230,8 @@ class Runtime:
             self.counts.as_dict(),
             steps=self.clock.steps,
             granularity=self.granularity,
+            corrected=self.hindsight is not None,
             cached_modules=len(self.features),
-            cache_bytes=sum(feature.nbytes for feature in self.features),
+            cache_bytes=sum(feature.nbytes for feature in self.features)
+            + (self.hindsight.nbytes if self.hindsight is not None else 0),
         )

@@ -39,12 +39,15 @@ class Granularity:
         """The model's output on a forecast call: by default its forward, whose hooks forecast."""
         return run_model()
 
-    def finish(self, context: CallContext, output: Any) -> None:
-        """After a full call of the model returned `output`."""
+    def finish(self, context: CallContext, output: Any) -> Any:
+        """After a full call of the model returned `output`: what the call returns."""
+        return output
 
 
 class ModelOutput(Granularity):
-    """The model's output itself is forecast: forecast calls never enter the model."""
+    """The model's output itself is forecast: forecast calls never enter the model. With the
+    runtime's `hindsight`, each full step's first output tensor (the prediction the sampler steps
+    with) is corrected for the gap of forecasts before it."""
 
     name = "model"
 
@@ -52,10 +55,21 @@ class ModelOutput(Granularity):
         self.feature = self.runtime.new_feature("")
 
     def forecast(self, context: CallContext, run_model: Callable[[], Any]) -> Any:
-        return self.feature.predict(context.branch, context.x)
+        output = self.feature.predict(context.branch, context.x)
+        if self.runtime.hindsight is not None:
+            self.runtime.hindsight.forecast(context.branch, context.timestep, _first_tensor(output)[0])
+        return output
 
-    def finish(self, context: CallContext, output: Any) -> None:
-        self.feature.record(context.branch, output, context.x, context.order)
+    def finish(self, context: CallContext, output: Any) -> Any:
+        hindsight = self.runtime.hindsight
+        if hindsight is None:
+            self.feature.record(context.branch, output, context.x, context.order)
+            return output
+        prediction, replaced = _first_tensor(output)
+        last = self.runtime.num_steps is None or context.step == self.runtime.num_steps - 1
+        returned, kept = hindsight.full(context.branch, context.timestep, prediction, last)
+        self.feature.record(context.branch, replaced(kept), context.x, context.order)
+        return replaced(returned)
 
 
 class PerModule(Granularity):
@@ -173,7 +187,7 @@ class WholeStack(Granularity):
         self.last_block: dict[int, str] = {}  # branch -> path of the block called last
         undo.extend(self._pass_through(block) for block in _residual_blocks(model, self.name))
 
-    def finish(self, context: CallContext, output: Any) -> None:
+    def finish(self, context: CallContext, output: Any) -> Any:
         first, (block, block_output) = context.scratch["stack_in"], context.scratch["stack_out"]
         last = stream_outputs(block, block_output)
         for name, value in first.items():  # e.g. HiDream appends tokens to its text stream per block
@@ -185,6 +199,7 @@ class WholeStack(Granularity):
                 )
         self.feature.record(context.branch, updates(first, last), context.x, context.order)
         self.last_block[context.branch] = block.path
+        return output
 
     def _pass_through(self, block: Block) -> Undo:
         runtime = self.runtime
@@ -207,6 +222,18 @@ class WholeStack(Granularity):
             return forward
 
         return wrap_forward(block.module, make)
+
+
+def _first_tensor(output: Any) -> tuple[Tensor, Callable[[Tensor], Any]]:
+    """The first tensor of a model's output (a tensor, tuple or dataclass), and a function that
+    gives the output back with another tensor in its place."""
+    leaves, structure = tree_flatten(output)
+    index = next(i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor))
+
+    def replaced(tensor: Tensor) -> Any:
+        return tree_unflatten([*leaves[:index], tensor, *leaves[index + 1 :]], structure)
+
+    return leaves[index], replaced
 
 
 GRANULARITIES: dict[str, type[Granularity]] = {

@@ -40,3 +40,11 @@ def model_sampler(model: Any) -> str | None:
     """The sampler the model's class is trained for, when the class is known."""
     name = type(model).__name__
     return "flow" if name in FLOW_MODELS else "diffusion" if name in DIFFUSION_MODELS else None
+
+
+def first_order(scheduler: Any) -> bool:
+    """Whether the scheduler's step is first order in the model's output, as the hindsight
+    correction takes it: FlowMatch Euler, or DDIM on a noise prediction."""
+    name = type(scheduler).__name__
+    prediction = (getattr(scheduler, "config", None) or {}).get("prediction_type", "epsilon")
+    return name == "FlowMatchEulerDiscreteScheduler" or (name == "DDIMScheduler" and prediction == "epsilon")

@@ -1,0 +1,97 @@
+"""Hindsight correction state of one cached model, per guidance branch (math: core.hindsight).
+
+It sees the model's output tensor on every call of a run: each forecast (kept until the next
+call gives its step's length), and each full step, which it corrects for the gap before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from taylorseer.core import forecast, hindsight
+from taylorseer.core.factors import PerBranch
+
+INTERPOLATION_ORDER = 2  # the interpolant through the newest full step and the two before it
+
+
+@dataclass
+class BranchCourse:
+    """What one branch's correction remembers of the run so far."""
+
+    factors: list[Tensor] = field(default_factory=list)  # Newton factors of the kept outputs
+    abscissae: list[float] = field(default_factory=list)  # their timesteps, newest first
+    recent: list[float] = field(default_factory=list)  # timesteps of the last three steps, oldest first
+    pending: tuple[float, Tensor] | None = None  # the last forecast step's (timestep, output)
+    weighted_forecasts: Tensor | None = None  # sum of w_s * forecast_s over the current gap
+    gap: list[tuple[float, float]] = field(default_factory=list)  # (timestep, w_s) per forecast step
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.factors, self.weighted_forecasts, self.pending[1] if self.pending else None]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+class Hindsight(PerBranch):
+    """Corrects each full step of a first-order `sampler` ("flow" | "diffusion") for the gap of
+    forecasts before it; `alphas_cumprod`: the diffusion sampler's noise schedule."""
+
+    def __init__(self, sampler: str, alphas_cumprod: Tensor | None = None) -> None:
+        self.sampler = sampler
+        self.alphas_cumprod = alphas_cumprod
+        self.branches: dict[int, BranchCourse] = {}
+
+    def forecast(self, branch: int, timestep: float, output: Tensor) -> None:
+        """A forecast call's output (counted once the next call of the branch shows it stood)."""
+        course = self.branches.setdefault(branch, BranchCourse())
+        self._step_to(course, timestep)
+        course.pending = (timestep, output.detach())
+
+    def full(self, branch: int, timestep: float, output: Tensor, last: bool) -> tuple[Tensor, Tensor]:
+        """(the output to return, the output to forecast from) for a full call at `timestep`;
+        `last`: the run's last step (nothing after it to correct)."""
+        course = self.branches.setdefault(branch, BranchCourse())
+        if course.pending is not None and course.pending[0] == timestep:
+            course.pending = None  # this step's forecast did not stand: it runs in full
+            course.recent = course.recent[:-1]
+        self._step_to(course, timestep)
+        if timestep in course.abscissae:  # timesteps that collide (bf16): no interpolation through them
+            course.factors, course.abscissae = [], []
+        value = output.detach().to(torch.promote_types(output.dtype, torch.float32))
+        returned = kept = value
+        if course.gap and not last and len(course.recent) >= 2:
+            factors, abscissae = forecast.update_factors(
+                course.factors, course.abscissae, value, timestep, INTERPOLATION_ORDER, "newton"
+            )
+            error = hindsight.course_error(course.weighted_forecasts, course.gap, factors, abscissae)
+            (alpha, sigma), after = self._level(timestep), self._level(hindsight.next_timestep(course.recent))
+            answer = alpha / sigma * sum(w * hindsight.newest_share(abscissae, t) for t, w in course.gap)
+            off_course = error * (alpha / sigma / (1 - answer))  # D
+            weight = hindsight.output_weight(self.sampler, (alpha, sigma), after)
+            if weight != 0:
+                returned = value - (after[1] / weight) * off_course
+                kept = value - off_course
+        course.factors, course.abscissae = forecast.update_factors(
+            course.factors, course.abscissae, kept, timestep, INTERPOLATION_ORDER, "newton"
+        )
+        course.weighted_forecasts, course.gap = None, []
+        return returned.to(output.dtype), kept.to(output.dtype)
+
+    def _level(self, timestep: float | None) -> tuple[float, float]:
+        return hindsight.noise_level(self.sampler, timestep, self.alphas_cumprod)
+
+    def _step_to(self, course: BranchCourse, timestep: float) -> None:
+        """A new step at `timestep`: the pending forecast's step now has its length, and joins the gap."""
+        course.recent = [*course.recent[-2:], timestep]
+        if course.pending is None:
+            return
+        before, output = course.pending
+        course.pending = None
+        now, after = self._level(before), self._level(timestep)
+        weight = hindsight.output_weight(self.sampler, now, after) / after[0]  # w_s = B_s / alpha_{s+1}
+        term = output.to(torch.promote_types(output.dtype, torch.float32)) * weight
+        sum_so_far = course.weighted_forecasts
+        course.weighted_forecasts = term if sum_so_far is None else sum_so_far.add_(term)
+        course.gap.append((before, weight))
