@@ -42,7 +42,7 @@ class TaylorSeerHandle:
         full_calls, forecast_calls, nonfinite_fallbacks (forecasts that overflowed and were
         recomputed), probe_refreshes (adaptive: forecasts the probe turned full), steps,
         granularity, cached_modules, cache_bytes (bytes of factors held now), corrected (whether
-        full steps are corrected for their gaps: `TaylorSeerConfig.correction`)."""
+        this run's full steps are corrected for their gaps: `TaylorSeerConfig.correction`)."""
         per_model = [runtime.stats for runtime in self._runtimes]
 
         def merged(key: str) -> Any:

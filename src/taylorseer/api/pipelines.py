@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import torch
 from torch import nn
 
 from taylorseer.config import TaylorSeerConfig
@@ -13,7 +12,13 @@ from taylorseer.core.clock import SchedulerClock, TimestepClock
 from taylorseer.core.hindsight import LINEAR_BETAS, linear_alphas_cumprod
 from taylorseer.runtime.hindsight import Hindsight
 from taylorseer.wiring.forwards import Undo, is_wrapped
-from taylorseer.wiring.samplers import first_order, model_sampler, scheduler_sampler
+from taylorseer.wiring.samplers import (
+    CORRECTABLE_MODELS,
+    model_sampler,
+    scheduler_noise,
+    scheduler_sampler,
+    why_not_first_order,
+)
 from taylorseer.wiring.scheduler_hook import drives_a_clock, hook_scheduler
 
 # The denoisers a pipeline may call, in the order it calls them (Wan 2.2: two experts, the
@@ -47,26 +52,30 @@ def detected_sampler(target: Any) -> str | None:
 
 
 def hindsight_for(config: TaylorSeerConfig, target: Any) -> Hindsight | None:
-    """The hindsight correction of one denoiser of `target`, where `config.correction` asks for it
-    or (None) where it applies; ValueError when it is asked for and does not apply."""
+    """The hindsight correction of the denoisers of `target`, where `config.correction` asks for
+    it or (None) where it applies; ValueError when it is asked for and does not apply."""
     scheduler = target.components.get("scheduler") if is_pipeline(target) else None
+    model = denoisers(target)[0] if is_pipeline(target) else target
     reasons = []
-    if config.granularity != "model" or config.official_quirks:
+    if config.granularity != "model":
         reasons.append(f"granularity {config.granularity!r} (it corrects the model's output)")
+    if config.official_quirks:
+        reasons.append("official_quirks=True")
     if config.sampler is None:
-        reasons.append("a sampler of unknown kind (give sampler='flow' or 'diffusion')")
-    if scheduler is not None and not first_order(scheduler):
-        reasons.append(f"the scheduler {type(scheduler).__name__}, not DDIM or FlowMatch Euler")
-    if config.correction is False or (reasons and config.correction is None):
+        reasons.append(
+            f"a sampler of unknown kind for {type(model).__name__} (give sampler='flow' or 'diffusion')"
+        )
+    if scheduler is not None and why_not_first_order(scheduler):
+        reasons.append(why_not_first_order(scheduler))
+    if config.correction is False or (config.correction is None and reasons):
         return None
     if reasons:
         raise ValueError(f"correction=True does not apply here: {'; '.join(reasons)}")
-    alphas_cumprod = None
-    if config.sampler == "diffusion":
-        alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
-        if alphas_cumprod is None:
-            alphas_cumprod = linear_alphas_cumprod(**LINEAR_BETAS)
-        alphas_cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
+    if config.correction is None and type(model).__name__ not in CORRECTABLE_MODELS:
+        return None  # its timestep input may not be the noise level (correction=True says it is)
+    if scheduler is not None:
+        return Hindsight(config.sampler, noise_by_step=scheduler_noise(scheduler, config.sampler))
+    alphas_cumprod = linear_alphas_cumprod(**LINEAR_BETAS) if config.sampler == "diffusion" else None
     return Hindsight(config.sampler, alphas_cumprod)
 
 

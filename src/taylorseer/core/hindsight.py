@@ -84,7 +84,7 @@ def course_error(
     factors: Sequence[Tensor],
     abscissae: Sequence[float],
 ) -> Tensor:
-    """D = sum_s w_s (forecast_s - P(tau_s)), given `weighted_forecasts` = sum_s w_s forecast_s and
+    """E = sum_s w_s (forecast_s - P(tau_s)), given `weighted_forecasts` = sum_s w_s forecast_s and
     the gap's (tau_s, w_s); P is the Newton interpolant of `factors` (newest first, on `abscissae`)."""
     per_factor = [0.0] * len(factors)
     for timestep, weight in gap:

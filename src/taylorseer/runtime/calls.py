@@ -126,6 +126,12 @@ class Runtime:
             self._forget()
             self.run, self.num_steps = self.clock.run, self._run_length()
             self.spread = self._spread_steps()
+            if self.hindsight is not None and self.num_steps is None and self.config.correction:
+                warnings.warn(
+                    "correction=True needs the run's length (its last step is not corrected): give "
+                    "TaylorSeerConfig(num_steps=...) or handle.run(num_steps=...); this run is not corrected",
+                    stacklevel=3,
+                )
         step, branch = self.clock.step, self.clock.branch
         full = self._scheduled_full(step, branch) or self.ready.get(branch) != signature
         if full and branch in self.ready and self.ready[branch] != signature:
@@ -230,7 +236,7 @@ class Runtime:
             self.counts.as_dict(),
             steps=self.clock.steps,
             granularity=self.granularity,
-            corrected=self.hindsight is not None,
+            corrected=self.hindsight is not None and self.num_steps is not None,
             cached_modules=len(self.features),
             cache_bytes=sum(feature.nbytes for feature in self.features)
             + (self.hindsight.nbytes if self.hindsight is not None else 0),

@@ -57,7 +57,9 @@ class ModelOutput(Granularity):
     def forecast(self, context: CallContext, run_model: Callable[[], Any]) -> Any:
         output = self.feature.predict(context.branch, context.x)
         if self.runtime.hindsight is not None:
-            self.runtime.hindsight.forecast(context.branch, context.timestep, _first_tensor(output)[0])
+            self.runtime.hindsight.forecast(
+                context.branch, context.step, context.timestep, _first_tensor(output)[0]
+            )
         return output
 
     def finish(self, context: CallContext, output: Any) -> Any:
@@ -67,7 +69,7 @@ class ModelOutput(Granularity):
             return output
         prediction, replaced = _first_tensor(output)
         last = self.runtime.num_steps is None or context.step == self.runtime.num_steps - 1
-        returned, kept = hindsight.full(context.branch, context.timestep, prediction, last)
+        returned, kept = hindsight.full(context.branch, context.step, context.timestep, prediction, last)
         self.feature.record(context.branch, replaced(kept), context.x, context.order)
         return replaced(returned)
 

@@ -7,6 +7,8 @@ scheduler says it; a bare model is known by its class.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 # Transformer classes by the sampler they are trained for (diffusers' names, and the DiT paper's).
@@ -42,9 +44,43 @@ def model_sampler(model: Any) -> str | None:
     return "flow" if name in FLOW_MODELS else "diffusion" if name in DIFFUSION_MODELS else None
 
 
-def first_order(scheduler: Any) -> bool:
-    """Whether the scheduler's step is first order in the model's output, as the hindsight
-    correction takes it: FlowMatch Euler, or DDIM on a noise prediction."""
+# Classes whose timestep input follows the noise level as the hindsight correction reads it: a flow
+# model's is sigma (or 1000 sigma) and its output the velocity; a diffusion model's is the index into
+# 1000 linear betas and its output (first channels) the noise. Not: Lumina2 (1 - sigma, output
+# negated), Mochi (inverted sigmas), HunyuanDiT and CogVideoX (v prediction, other betas).
+CORRECTABLE_MODELS = (FLOW_MODELS - {"Lumina2Transformer2DModel", "MochiTransformer3DModel"}) | {
+    "DiT", "DiTTransformer2DModel", "PixArtTransformer2DModel",
+}  # fmt: skip
+
+
+def why_not_first_order(scheduler: Any) -> str | None:
+    """Why the scheduler's step is not first order in the model's output as the hindsight
+    correction takes it (FlowMatch Euler, DDIM on a noise prediction); None when it is."""
     name = type(scheduler).__name__
-    prediction = (getattr(scheduler, "config", None) or {}).get("prediction_type", "epsilon")
-    return name == "FlowMatchEulerDiscreteScheduler" or (name == "DDIMScheduler" and prediction == "epsilon")
+    config = getattr(scheduler, "config", None) or {}
+    if name == "FlowMatchEulerDiscreteScheduler":
+        options = [option for option in ("invert_sigmas", "stochastic_sampling") if config.get(option)]
+        return f"the scheduler {name} with {options[0]}=True" if options else None
+    if name == "DDIMScheduler":
+        prediction = config.get("prediction_type", "epsilon")
+        return (
+            None if prediction == "epsilon" else f"the scheduler {name} with prediction_type={prediction!r}"
+        )
+    return f"the scheduler {name} (not FlowMatch Euler or DDIM: not a first-order step)"
+
+
+def scheduler_noise(scheduler: Any, sampler: str) -> Callable[[int], tuple[float, float]]:
+    """Step of the run -> (alpha, sigma) as the scheduler set them up (from its begin index: img2img);
+    (1, 0) past the last step."""
+
+    def at(step: int) -> tuple[float, float]:
+        index = (getattr(scheduler, "begin_index", None) or 0) + step
+        if sampler == "flow":
+            sigmas = scheduler.sigmas
+            return (1.0, float(sigmas[index])) if index < len(sigmas) else (1.0, 0.0)
+        if index >= len(scheduler.timesteps):
+            return 1.0, 0.0
+        alpha_bar = float(scheduler.alphas_cumprod[int(scheduler.timesteps[index])])
+        return math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
+
+    return at
