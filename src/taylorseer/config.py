@@ -144,7 +144,8 @@ class TaylorSeerConfig:
     factors_dtype: str | None = None  # storage dtype of the factors; None = the feature's dtype
     official_quirks: bool = False  # official code: no derivatives before step warmup - 1
     # correct each full step for the forecasts before it (core.hindsight); None = where it applies:
-    # granularity "model", a sampler of known kind, a pipeline's scheduler DDIM or FlowMatch Euler
+    # granularity "model", a model class whose timestep is its noise level, a sampler of known
+    # kind, and a pipeline's scheduler FlowMatch Euler or DDIM (api.pipelines.hindsight_for)
     correction: bool | None = None
     memory_budget: int | None = None  # bytes of cached factors; over it -> a leaner granularity
     # "calibrated" only: what the schedule was calibrated for ("model", "model_class", "scheduler",
