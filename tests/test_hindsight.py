@@ -224,9 +224,12 @@ class _AnswersItsCourse(torch.nn.Module):
     """output = F*(t) + (x - x*(t)) / sigma(t): F* linear in the timestep t, x* the latents of full
     compute. A forecast misses the second part; the correction's model of it is exact here."""
 
-    def __init__(self, coefficients: torch.Tensor, sigma_at, reference: dict[float, torch.Tensor]) -> None:
+    def __init__(
+        self, coefficients: torch.Tensor, sigma_at, reference: dict[float, torch.Tensor], as_tuple: bool
+    ) -> None:
         super().__init__()
         self.coefficients, self.sigma_at, self.reference = coefficients, sigma_at, reference
+        self.as_tuple = as_tuple  # (output, 0): the corrected tensor in a structure, beside a non-tensor
 
     def on_course(self, t: float) -> torch.Tensor:
         offset, slope = self.coefficients
@@ -234,11 +237,16 @@ class _AnswersItsCourse(torch.nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         t = float(timestep.max())
-        return self.on_course(t) + (hidden_states - self.reference[t]) / self.sigma_at(t)
+        output = self.on_course(t) + (hidden_states - self.reference[t]) / self.sigma_at(t)
+        return (output, 0) if self.as_tuple else output
 
 
-@pytest.mark.parametrize("sampler", ["flow", "diffusion"])
-def test_each_corrected_full_step_puts_the_latents_back_on_course(sampler):
+@pytest.mark.parametrize(
+    "sampler, branches, as_tuple", [("flow", 1, False), ("diffusion", 1, False), ("flow", 2, True)]
+)
+def test_each_corrected_full_step_puts_the_latents_back_on_course(sampler, branches, as_tuple):
+    """Exact on this model, for each sampler; with two guidance branches called in turn (each
+    keeps its own course) and an output that is a tuple."""
     steps, full_steps = 10, (0, 3, 6, 9)
     if sampler == "flow":  # Euler on the velocity; the timestep is sigma
         timesteps = [1 - s / steps for s in range(steps)]
@@ -255,7 +263,7 @@ def test_each_corrected_full_step_puts_the_latents_back_on_course(sampler):
     coefficients = torch.randn(2, 2, 6, dtype=torch.float64)
     if sampler == "diffusion":  # per timestep, not per sigma
         coefficients[1] /= 1000
-    model = _AnswersItsCourse(coefficients, lambda t: level(t)[1], {})
+    model = _AnswersItsCourse(coefficients, lambda t: level(t)[1], {}, as_tuple)
     x = torch.randn(2, 6, dtype=torch.float64)
     for s, t in enumerate(timesteps):  # full compute: on course
         model.reference[t] = x
@@ -269,7 +277,13 @@ def test_each_corrected_full_step_puts_the_latents_back_on_course(sampler):
             x = model.reference[timesteps[0]]
             for s, t in enumerate(timesteps):
                 latents.append(x)
-                x = step(x, model(hidden_states=x, timestep=torch.full((2,), t, dtype=torch.float64)), s)
+                timestep = torch.full((2,), t, dtype=torch.float64)
+                outputs = [model(hidden_states=x, timestep=timestep) for _ in range(branches)]
+                if as_tuple:
+                    assert all(isinstance(o, tuple) and o[1] == 0 for o in outputs)
+                    outputs = [o[0] for o in outputs]
+                torch.testing.assert_close(outputs[-1], outputs[0])  # the branches keep alike courses
+                x = step(x, outputs[-1], s)
         after_full = [i + 1 for i in full_steps[1:-1]]  # the steps after the corrected full steps 3, 6
         off_course = max((latents[s] - model.reference[timesteps[s]]).abs().max().item() for s in after_full)
         assert off_course < 1e-9 if correction else off_course > 1e-4
