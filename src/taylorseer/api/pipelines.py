@@ -65,8 +65,9 @@ def hindsight_for(config: TaylorSeerConfig, target: Any) -> Hindsight | None:
         reasons.append(
             f"a sampler of unknown kind for {type(model).__name__} (give sampler='flow' or 'diffusion')"
         )
-    if scheduler is not None and why_not_first_order(scheduler):
-        reasons.append(why_not_first_order(scheduler))
+    unsuited = why_not_first_order(scheduler) if scheduler is not None else None
+    if unsuited:
+        reasons.append(unsuited)
     if config.correction is False or (config.correction is None and reasons):
         return None
     if reasons:

@@ -110,9 +110,8 @@ class Hindsight(PerBranch):
         before, before_timestep, output = course.pending
         course.pending = None
         now, following = self._level(before, before_timestep), self._level(step, timestep)
-        weight = (
-            hindsight.output_weight(self.sampler, now, following) / following[0]
-        )  # w_s = B_s / alpha_{s+1}
+        # w_s = B_s / alpha_{s+1}
+        weight = hindsight.output_weight(self.sampler, now, following) / following[0]
         term = output.to(torch.promote_types(output.dtype, torch.float32)) * weight
         sum_so_far = course.weighted_forecasts
         course.weighted_forecasts = term if sum_so_far is None else sum_so_far.add_(term)
