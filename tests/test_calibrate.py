@@ -131,6 +131,14 @@ def test_a_recording_keeps_one_stream_per_run_and_branch():
         assert trajectory.values[run + 2][0].dtype == kept  # at least float32, else the output's own
 
 
+def test_a_recording_knows_whether_its_run_corrects_in_hindsight():
+    model = tiny_dit()  # a DiT at granularity "model": the correction applies unless turned off
+    for correction, corrected in ((None, True), (False, False)):
+        config = TaylorSeerConfig(order=1, correction=correction)
+        _, _, trajectory = _reference(tiny_sampler(model, 0), config, num_steps=20)
+        assert trajectory.corrected is corrected
+
+
 def test_calibrate_takes_a_sampler_that_runs_the_model_once_per_sample():
     model = tiny_dit()
 

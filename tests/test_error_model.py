@@ -28,6 +28,28 @@ def test_forecasts_of_a_low_degree_trajectory_are_exact_and_higher_degrees_are_n
     assert torch.all(errors[sorted(full)] == 0)  # full steps cost nothing
 
 
+def test_corrected_gaps_cost_their_interpolation_miss_and_the_last_gap_its_forecast_miss():
+    values, x = trajectory(degree=2)  # the interpolation through three full steps is exact
+    full = {0, 1, 3, 6, 9}  # gaps 2, 4-5, 7-8 are corrected at 3, 6, 9; 10-11 follow the last full step
+    errors = forecast_errors(values, x, full, order=1, form="newton", corrected=True)
+    assert torch.all(errors[:10] < 1e-18) and torch.all(errors[10:] > 1e-8)
+    slope = (values[9] - values[6]) / 3
+    forecast_misses = torch.stack([values[9] + slope * k - values[9 + k] for k in (1, 2)])
+    shared = torch.mean(forecast_misses.sum(0) ** 2) / 2  # the last gap: its summed misses, shared
+    assert torch.allclose(errors[10:], shared.expand(2))
+    uncorrected = forecast_errors(values, x, full, order=1, form="newton")
+    assert torch.allclose(uncorrected[10:], torch.mean(forecast_misses**2, dim=1))  # per step
+
+
+def test_corrected_misses_that_cancel_over_a_gap_cost_nothing():
+    x = [float(step) for step in range(7)]
+    values = torch.zeros(7, 3, dtype=torch.float64)
+    values[1], values[2] = 1.0, -1.0  # off the interpolant (zero) by +1 and -1
+    errors = forecast_errors(values, x, {0, 3, 6}, order=1, form="newton", corrected=True)
+    assert torch.all(errors[[1, 2]] == 0)
+    assert torch.all(forecast_errors(values, x, {0, 3, 6}, order=1, form="newton")[[1, 2]] == 1.0)
+
+
 def test_forecast_errors_need_step_zero_full():
     values, x = trajectory(degree=1)
     with pytest.raises(ValueError, match="step 0 must be a full step"):

@@ -158,9 +158,12 @@ def calibrate(
     for steps in (list(default), spread(num_steps, budget, 1, 1.0)):  # two to fit the weights on
         if tuple(steps) not in measured:
             measure(steps)
+    proposals = 0
     while len(measured) + 1 < max_calls:
-        slope, scale = fit_weights([(model.errors(steps), mse(steps)) for steps in measured])
-        candidate = model.best_unmeasured(budget, slope, scale, measured)
+        corrected = model.variants[proposals % len(model.variants)]  # the error models take turns
+        proposals += 1
+        slope, scale = fit_weights([(model.errors(steps, corrected), mse(steps)) for steps in measured])
+        candidate = model.best_unmeasured(budget, slope, scale, measured, corrected)
         if candidate is None:
             break
         measure(candidate)
@@ -238,25 +241,27 @@ class _OfflineModel:
                 )
             self.streams.append((trajectory.stacked(stream), trajectory.abscissae[stream]))
         self.base, self.num_steps = base, num_steps
-        self._errors: dict[tuple[int, ...], Tensor] = {}
+        # error models with the correction (if the runs correct) and without it
+        self.variants = (True, False) if trajectory.corrected else (False,)
+        self._errors: dict[tuple[tuple[int, ...], bool], Tensor] = {}
 
-    def errors(self, steps: tuple[int, ...] | list[int]) -> Tensor:
-        key = tuple(steps)
+    def errors(self, steps: tuple[int, ...] | list[int], corrected: bool) -> Tensor:
+        key = tuple(steps), corrected
         if key not in self._errors:
-            base, full = self.base, set(key)
+            base, full = self.base, set(steps)
+            rules = dict(gap_ratio=base.gap_ratio, term_ratio=base.effective_term_ratio, corrected=corrected)
             self._errors[key] = sum(
-                forecast_errors(v, x, full, base.order, base.form, base.gap_ratio, base.effective_term_ratio)
-                for v, x in self.streams
+                forecast_errors(values, x, full, base.order, base.form, **rules) for values, x in self.streams
             )
         return self._errors[key]
 
     def best_unmeasured(
-        self, budget: int, slope: float, scale: float, measured: Collection[tuple[int, ...]]
+        self, budget: int, slope: float, scale: float, measured: Collection[tuple[int, ...]], corrected: bool
     ) -> list[int] | None:
         """The placement predicted best (family, then descent), or its best unmeasured neighbour."""
 
         def cost(steps: list[int]) -> float:
-            return predicted_error(self.errors(steps), slope, scale)
+            return predicted_error(self.errors(steps, corrected), slope, scale)
 
         starts = starting_points(self.num_steps, budget) + [list(steps) for steps in measured]
         best, _, _ = hill_climb(min(starts, key=cost), cost, self.num_steps, fixed=1, max_evaluations=2000)

@@ -69,6 +69,7 @@ class Installation:
                     context.x,
                     output,
                     self.runtime.config.sampler,
+                    corrected=self.runtime.hindsight is not None,
                 )
                 return returned
             except BudgetExceeded as exceeded:

@@ -6,6 +6,10 @@ before it, against the recorded output. The error of the final sample is modelle
 sum of those, with weights exp(slope * position) (position = step / (steps - 1)) and a scale
 fitted to a few closed-loop measurements: later steps weigh more in most samplers, by how much
 is the model's and the sampler's own.
+
+With the hindsight correction (`core.hindsight`), a full step before the last puts the latents
+back on course for the gap before it, up to how far the interpolation through that step and the
+two full steps before misses the outputs over the gap.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch import Tensor
 
 from taylorseer.core.forecast import predict, update_factors
+from taylorseer.core.hindsight import INTERPOLATION_ORDER
 
 # Candidate slopes of the log-weight, -4 .. 12, flattest first (ties go to the flattest).
 SLOPES = tuple(sorted((x / 2 for x in range(-8, 25)), key=abs))
@@ -29,21 +34,51 @@ def forecast_errors(
     form: str,
     gap_ratio: float | None = None,
     term_ratio: float | None = None,
+    corrected: bool = False,
 ) -> Tensor:
-    """(steps,) mean squared error of the forecast at each step of a recorded branch (0 at full
-    steps). `values` (steps, elements) are the recorded outputs of consecutive steps 0, 1, ...;
-    step 0 must be full. `order`, `form`, `gap_ratio` and `term_ratio` as in the config."""
+    """(steps,) modelled error at each step of a recorded branch (0 at full steps). `values`
+    (steps, elements) are the recorded outputs of consecutive steps 0, 1, ...; step 0 must be
+    full. `order`, `form`, `gap_ratio` and `term_ratio` as in the config.
+
+    Without correction, a step's error is the mean squared miss of its forecast. With it
+    (`corrected`), a gap costs the mean square of its summed misses (the latents take them as a
+    sum, and a correction leaves misses that cancel), shared evenly by its steps; a gap closed by
+    a full step before the last misses by the interpolation through that step and the full steps
+    before it."""
     if 0 not in full:
         raise ValueError("step 0 must be a full step: nothing is cached before it")
     errors = torch.zeros(values.shape[0], dtype=torch.float64)
-    factors: list[Tensor] = []
+    factors: list[Tensor] = []  # the forecast's
     points: list[float] = []
+    through: list[Tensor] = []  # the interpolation's, through the latest full steps
+    through_points: list[float] = []
+    gap: list[tuple[int, Tensor]] = []  # (step, miss (elements,)) since the last full step
+
+    def settle(gap: list[tuple[int, Tensor]]) -> None:
+        if not corrected:
+            for step, miss in gap:
+                errors[step] = torch.mean(miss**2)
+            return
+        shared = torch.mean(sum(miss for _, miss in gap) ** 2) / len(gap)
+        for step, _ in gap:
+            errors[step] = shared
+
     for step, (value, x) in enumerate(zip(values, abscissae)):
-        if step in full:
-            factors, points = update_factors(factors, points, value, x, order, form)
-        else:
+        if step not in full:
             forecast = predict(factors, points, x, form, gap_ratio=gap_ratio, term_ratio=term_ratio)
-            errors[step] = torch.mean((forecast - value) ** 2)
+            gap.append((step, forecast - value))
+            continue
+        factors, points = update_factors(factors, points, value, x, order, form)
+        through, through_points = update_factors(
+            through, through_points, value, x, INTERPOLATION_ORDER, "newton"
+        )
+        if gap and corrected and step < len(values) - 1:
+            gap = [(s, predict(through, through_points, abscissae[s], "newton") - values[s]) for s, _ in gap]
+        if gap:
+            settle(gap)
+        gap = []
+    if gap:
+        settle(gap)
     return errors
 
 

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from taylorseer.core.forecast import forecast_weights
 
+INTERPOLATION_ORDER = 2  # the interpolant through the newest full step and the two before it
 # The training noise schedule of DDPM-trained transformers (DiT, PixArt): betas linear over 1000 steps.
 LINEAR_BETAS = dict(start=1e-4, end=0.02, steps=1000)
 

@@ -15,7 +15,6 @@ from torch import Tensor
 from taylorseer.core import forecast, hindsight
 from taylorseer.core.factors import PerBranch
 
-INTERPOLATION_ORDER = 2  # the interpolant through the newest full step and the two before it
 # step of the run -> (alpha, sigma) at that step, (1, 0) past the last: a pipeline's scheduler knows
 NoiseByStep = Callable[[int], tuple[float, float]]
 
@@ -73,7 +72,7 @@ class Hindsight(PerBranch):
         returned = kept = value
         if course.gap and not last and (self.noise_by_step or len(course.recent) >= 2):
             factors, abscissae = forecast.update_factors(
-                course.factors, course.abscissae, value, timestep, INTERPOLATION_ORDER, "newton"
+                course.factors, course.abscissae, value, timestep, hindsight.INTERPOLATION_ORDER, "newton"
             )
             error = hindsight.course_error(course.weighted_forecasts, course.gap, factors, abscissae)
             (alpha, sigma), following = self._level(step, timestep), self._next_level(course, step)
@@ -84,7 +83,7 @@ class Hindsight(PerBranch):
                 returned = value - (following[1] / step_weight) * off_course
                 kept = value - off_course
         course.factors, course.abscissae = forecast.update_factors(
-            course.factors, course.abscissae, kept, timestep, INTERPOLATION_ORDER, "newton"
+            course.factors, course.abscissae, kept, timestep, hindsight.INTERPOLATION_ORDER, "newton"
         )
         course.weighted_forecasts, course.gap = None, []
         change = (returned - value).to(output.dtype)  # autograd, if any, still flows through output

@@ -33,6 +33,7 @@ class Trajectory:
     abscissae: dict[int, list[float]] = field(default_factory=dict)
     values: dict[int, list[Tensor]] = field(default_factory=dict)
     sampler: str | None = None  # the recorded run's config.sampler ("flow", "diffusion", None)
+    corrected: bool = False  # whether the recorded run corrects its full steps in hindsight
     _subsets: dict[int, Tensor] = field(default_factory=dict)  # output size -> recorded indices
     _streams: dict[tuple[int, int], int] = field(default_factory=dict)  # (run, branch) -> stream
 
@@ -69,9 +70,12 @@ def recording(elements: int = 65536, seed: int = 0) -> Iterator[Trajectory]:
         _ACTIVE.reset(token)
 
 
-def record(run: int, step: int, branch: int, x: float, output: Any, sampler: str | None) -> None:
-    """Called after each full call of a cached model: adds it to the active recording, if any."""
+def record(
+    run: int, step: int, branch: int, x: float, output: Any, sampler: str | None, corrected: bool = False
+) -> None:
+    """Called after each full call of a cached model: adds it to the active recording, if any.
+    `sampler` and `corrected`: the run's config.sampler and whether it corrects in hindsight."""
     trajectory = _ACTIVE.get()
     if trajectory is not None:
         trajectory.add(run, step, branch, x, output)
-        trajectory.sampler = sampler
+        trajectory.sampler, trajectory.corrected = sampler, corrected
