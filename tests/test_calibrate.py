@@ -218,3 +218,14 @@ def test_the_reference_run_can_learn_the_sampler_without_keeping_the_trajectory(
     reference, base, trajectory = _reference(run, TaylorSeerConfig(), num_steps=20, elements=0)
     assert base.sampler == "diffusion" and torch.equal(reference, run(None).double())
     assert trajectory.values and all(v.numel() == 0 for values in trajectory.values.values() for v in values)
+
+
+def test_the_calibration_seeds_page_gives_each_run_and_the_means_per_model():
+    from taylorseer.bench.calibration_seeds import markdown
+
+    runs = ((1, 53.0, 54.0, 100), (2, 51.0, 55.0, 80))  # seed, calibrate, search, search's calls
+    common = dict(model="dit-digits", default=50.0, calibrate_calls=12)
+    rows = [dict(common, seed=seed, calibrate=c, search=s, search_calls=n) for seed, c, s, n in runs]
+    page = markdown(rows, samples=100, seconds=60)
+    assert "| dit-digits | 2 | 50.00 | 51.00 (12) | 55.00 (80) | -4.00 |" in page
+    assert "| dit-digits | 50.00 | 52.00 | 54.50 | -2.50 |" in page  # means over the two seeds

@@ -68,7 +68,8 @@ BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with t
 # Diffusion: intervals 3 and 5 keep the shape found at 5 over all three intervals, and a run takes
 # the shape of the interval nearest to its count. Flow matching: each shape serves only its own
 # interval's count; stretched to the counts between them they lost to the spread
-# (docs/SCHEDULES.md). A sampler not known: dit-digits' calibrated schedule (its schedule.json).
+# (docs/SCHEDULES.md). A sampler not known: the schedule the exhaustive search found for dit-digits
+# before full steps were corrected in hindsight.
 DIFFUSION_SHAPES = {
     5: _fractions(0, 3, 8, 15, 21, 27, 32, 37, 41, 45, 47, 49),
     7: _fractions(0, 9, 19, 26, 32, 38, 43, 47, 49),
