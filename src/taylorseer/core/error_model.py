@@ -54,13 +54,13 @@ def forecast_errors(
     through_points: list[float] = []
     gap: list[tuple[int, Tensor]] = []  # (step, miss (elements,)) since the last full step
 
-    def settle(gap: list[tuple[int, Tensor]]) -> None:
+    def settle(misses: list[tuple[int, Tensor]]) -> None:
         if not corrected:
-            for step, miss in gap:
+            for step, miss in misses:
                 errors[step] = torch.mean(miss**2)
             return
-        shared = torch.mean(sum(miss for _, miss in gap) ** 2) / len(gap)
-        for step, _ in gap:
+        shared = torch.mean(sum(miss for _, miss in misses) ** 2) / len(misses)
+        for step, _ in misses:
             errors[step] = shared
 
     for step, (value, x) in enumerate(zip(values, abscissae)):
