@@ -54,13 +54,11 @@ def detected_sampler(target: Any) -> str | None:
 def hindsight_for(config: TaylorSeerConfig, target: Any) -> Hindsight | None:
     """The hindsight correction of the denoisers of `target`, where `config.correction` asks for
     it or (None) where it applies; ValueError when it is asked for and does not apply."""
+    if config.granularity != "model" or config.official_quirks:
+        return None  # correction=True refuses these in TaylorSeerConfig itself
     scheduler = target.components.get("scheduler") if is_pipeline(target) else None
     model = denoisers(target)[0] if is_pipeline(target) else target
     reasons = []
-    if config.granularity != "model":
-        reasons.append(f"granularity {config.granularity!r} (it corrects the model's output)")
-    if config.official_quirks:
-        reasons.append("official_quirks=True")
     if config.sampler is None:
         reasons.append(
             f"a sampler of unknown kind for {type(model).__name__} (give sampler='flow' or 'diffusion')"
