@@ -69,11 +69,13 @@ def forecast_errors(
             gap.append((step, forecast - value))
             continue
         factors, points = update_factors(factors, points, value, x, order, form)
-        through, through_points = update_factors(
-            through, through_points, value, x, INTERPOLATION_ORDER, "newton"
-        )
-        if gap and corrected and step < len(values) - 1:
-            gap = [(s, predict(through, through_points, abscissae[s], "newton") - values[s]) for s, _ in gap]
+        if corrected:
+            through, through_points = update_factors(
+                through, through_points, value, x, INTERPOLATION_ORDER, "newton"
+            )
+            if gap and step < len(values) - 1:  # a correction: the interpolation's misses instead
+                interpolated = [predict(through, through_points, abscissae[s], "newton") for s, _ in gap]
+                gap = [(s, guess - values[s]) for (s, _), guess in zip(gap, interpolated)]
         if gap:
             settle(gap)
         gap = []
