@@ -2,12 +2,11 @@
 and scored on the same bench samples: how much of the search's lead is the placement, and how
 much the samples it happened to be given (docs/CALIBRATION.md).
 
-    python -m taylorseer.bench.calibration_seeds --out docs/CALIBRATION.md
+    python -m taylorseer.bench.calibration_seeds --threads 2 --out docs/CALIBRATION.md
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -15,6 +14,7 @@ import time
 import torch
 
 from taylorseer.api import maybe_applied
+from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.bench.subjects import CALIBRATION_SAMPLES, CALIBRATION_SEED_OFFSET
 from taylorseer.calibrate import Sampler, calibrate, search
@@ -23,7 +23,7 @@ from taylorseer.config import TaylorSeerConfig
 MODELS = ("dit-digits", "flux-digits", "dit-heldout", "flux-heldout")
 STEPS = 50
 BENCH_SEED = 1000  # the bench's samples; its calibration samples start at BENCH_SEED + offset
-CALIBRATION_SEEDS = (BENCH_SEED + CALIBRATION_SEED_OFFSET, 2000, 3000, 4000)
+OTHER_CALIBRATION_SEEDS = (2000, 3000, 4000)
 
 
 def calibration_sampler(score: PlacementScore, seed: int) -> Sampler:
@@ -38,10 +38,10 @@ def calibration_sampler(score: PlacementScore, seed: int) -> Sampler:
     return sampler
 
 
-def measure(name: str, samples: int, seeds: tuple[int, ...]) -> list[dict]:
-    """Per calibration seed: the bench PSNR of the default, of `calibrate`'s and of `search`'s
-    placements (12 of 50 full steps), and the sampler calls each made."""
-    score = PlacementScore(name, samples, BENCH_SEED)
+def measure(name: str, samples: int, seed: int, seeds: tuple[int, ...]) -> list[dict]:
+    """Per calibration seed in `seeds`: the PSNR of the default, of `calibrate`'s and of `search`'s
+    placements (12 of 50 full steps) on `samples` samples from `seed`, and the calls each made."""
+    score = PlacementScore(name, samples, seed)
     placement = TaylorSeerConfig(sampler=score.sampler).spread_placement(STEPS)  # the default's
     rows = []
     for seed in seeds:
@@ -55,7 +55,7 @@ def measure(name: str, samples: int, seeds: tuple[int, ...]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], samples: int, seconds: float) -> str:
+def markdown(rows: list[dict], samples: int, seed: int, seconds: float) -> str:
     lines = [
         "# Fast calibration and the exhaustive search, over sets of calibration samples",
         "",
@@ -63,8 +63,9 @@ def markdown(rows: list[dict], samples: int, seconds: float) -> str:
         f"on this repo's 2-core CPU). Each model is calibrated on {CALIBRATION_SAMPLES} samples from "
         "each calibration seed, by `calibrate` (a dozen sampler calls) and by the exhaustive `search`, "
         f"for {STEPS} steps with as many full steps as the default (12), and every placement is scored "
-        f"on the same {samples} bench samples (noise seed {BENCH_SEED}, the `taylorseer bench` ones; "
-        f"its calibration seed is {CALIBRATION_SEEDS[0]}): PSNR (dB) against full compute.",
+        f"on the same {samples} samples (noise seed {seed}; `taylorseer bench` samples from seed "
+        f"{BENCH_SEED} and calibrates from {BENCH_SEED + CALIBRATION_SEED_OFFSET}): PSNR (dB) against "
+        "full compute.",
         "",
         "| model | calibration seed | default | calibrate (calls) | search (calls) | calibrate - search |",
         "|---|---:|---:|---:|---:|---:|",
@@ -84,21 +85,18 @@ def markdown(rows: list[dict], samples: int, seconds: float) -> str:
             f"| {name} | {mean['default']:.2f} | {mean['calibrate']:.2f} | {mean['search']:.2f} "
             f"| {mean['calibrate'] - mean['search']:+.2f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--samples", type=int, default=100, help="bench samples that score each placement")
-    parser.add_argument("--seeds", default=",".join(map(str, CALIBRATION_SEEDS)), help="calibration seeds")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+def main() -> None:
+    parser = table_parser(__doc__, ",".join(MODELS), samples=100, seed=BENCH_SEED)
+    parser.add_argument("--seeds", help="calibration seeds (default: the bench's for --seed, then 2000-4000)")
+    args = parse(parser)
     start = time.perf_counter()
-    seeds = tuple(int(seed) for seed in args.seeds.split(","))
-    rows = [row for name in args.models.split(",") for row in measure(name, args.samples, seeds)]
-    with open(args.out, "w") as out:
-        out.write(markdown(rows, args.samples, time.perf_counter() - start))
+    default_seeds = (args.seed + CALIBRATION_SEED_OFFSET, *OTHER_CALIBRATION_SEEDS)
+    seeds = tuple(int(seed) for seed in args.seeds.split(",")) if args.seeds else default_seeds
+    rows = [row for name in args.models.split(",") for row in measure(name, args.samples, args.seed, seeds)]
+    write_table(markdown(rows, args.samples, args.seed, time.perf_counter() - start), rows, args.out)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """The hindsight correction on and off, at the default placement of several step counts and
 intervals, on the bundled models (docs/CORRECTION.md).
 
-    python -m taylorseer.bench.correction --samples 64 --seed 5000 --out docs/CORRECTION.md
+    python -m taylorseer.bench.correction --samples 64 --seed 5000 --threads 2 --out docs/CORRECTION.md
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
+from taylorseer.bench.doc_tables import parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.config import TaylorSeerConfig
 
@@ -62,21 +62,14 @@ def markdown(rows: list[dict], samples: int, seed: int, seconds: float) -> str:
         f"| {r['on'] - r['off']:+.2f} |"
         for r in rows
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=5000)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+def main() -> None:
+    args = parse(table_parser(__doc__, ",".join(MODELS), samples=64, seed=5000))
     start = time.perf_counter()
     rows = [row for name in args.models.split(",") for row in measure(name, args.samples, args.seed)]
-    text = markdown(rows, args.samples, args.seed, time.perf_counter() - start)
-    with open(args.out, "w") as out:
-        out.write(text)
+    write_table(markdown(rows, args.samples, args.seed, time.perf_counter() - start), rows, args.out)
 
 
 if __name__ == "__main__":
