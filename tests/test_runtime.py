@@ -156,7 +156,7 @@ def test_each_sampler_has_its_placement_and_warmup_or_density_turn_a_shape_into_
     assert flow.spread_placement(50, 14) == spread(50, 14, 1, 1.75)  # interval 4's count: no flow shape's
     assert diffusion.spread_placement(50, 14) == stretched(50, 14, DIFFUSION_SHAPES[5])  # the nearest
     assert unknown.spread_placement(50) == [round(f * 49) for f in UNKNOWN_SAMPLER_SHAPE]
-    assert len({tuple(c.spread_placement(28)) for c in (flow, diffusion, unknown)}) == 3
+    assert len({tuple(c.spread_placement(50)) for c in (flow, diffusion, unknown)}) == 3
     given = TaylorSeerConfig(sampler="diffusion", warmup=3)
     assert given.spread_placement(50, 12) == spread(50, 12, 3, 1.5)
     assert TaylorSeerConfig(sampler="flow", density=1.0).spread_placement(50, 12) == spread(50, 12, 1, 1.0)

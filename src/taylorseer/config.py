@@ -65,14 +65,15 @@ BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with t
 # by the search over a sampler kind's two choosing models at that interval, 28 and 50 steps
 # (`python -m taylorseer.bench.shape_search`, docs/SHAPE-diffusion.md, docs/SHAPE-flow.md), and
 # shipped where the held-out model of that kind scored it at least as high as the placement before.
-# Diffusion: intervals 3 and 5 keep the shape found at 5 over all three intervals, and a run takes
-# the shape of the interval nearest to its count. Flow matching: each shape serves only its own
+# Diffusion (searched with full steps corrected in hindsight): a run takes the shape of the interval
+# nearest to its count, stretched to that count. Flow matching: each shape serves only its own
 # interval's count; stretched to the counts between them they lost to the spread
 # (docs/SCHEDULES.md). A sampler not known: the schedule the exhaustive search found for dit-digits
 # before full steps were corrected in hindsight.
 DIFFUSION_SHAPES = {
-    5: _fractions(0, 3, 8, 15, 21, 27, 32, 37, 41, 45, 47, 49),
-    7: _fractions(0, 9, 19, 26, 32, 38, 43, 47, 49),
+    3: _fractions(0, 4, 6, 9, 13, 17, 22, 26, 30, 34, 37, 40, 42, 44, 46, 47, 48, 49),
+    5: _fractions(0, 5, 14, 21, 27, 33, 37, 42, 44, 47, 48, 49),
+    7: _fractions(0, 7, 17, 25, 32, 39, 44, 47, 48),
 }
 FLOW_SHAPES = {
     3: _fractions(0, 4, 8, 13, 17, 20, 23, 27, 30, 33, 36, 38, 41, 43, 45, 47, 48, 49),
@@ -89,8 +90,9 @@ PLACEMENTS: dict[str | None, Placement] = {
     "diffusion": Placement(leading=2, density=1.5, shapes=DIFFUSION_SHAPES),
     None: Placement(leading=1, density=1.25, shapes={5: UNKNOWN_SAMPLER_SHAPE}),
 }
-# The default `term_ratio` for each kind of sampler, chosen with the placements (docs/PLACEMENT.md:
-# the best worst case of each kind's choosers; None: the best worst case over all).
+# The default `term_ratio` for each kind of sampler, chosen with the placements before full steps
+# were corrected (the best worst case of each kind's choosers; None: the best worst case over all);
+# with the correction, docs/PLACEMENT.md has the ratios within 0.13 dB of each other.
 TERM_RATIOS: dict[str | None, float] = {"flow": 1.0, "diffusion": 0.5, None: 0.5}
 
 # The official TaylorSeer scripts' settings (interval N, max_order, first_enhance), per model family.
