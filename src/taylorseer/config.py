@@ -68,8 +68,8 @@ BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with t
 # Diffusion (searched with full steps corrected in hindsight): a run takes the shape of the interval
 # nearest to its count, stretched to that count. Flow matching: each shape serves only its own
 # interval's count; stretched to the counts between them they lost to the spread
-# (docs/SCHEDULES.md). A sampler not known: the schedule the exhaustive search found for dit-digits
-# before full steps were corrected in hindsight.
+# (docs/SCHEDULES.md). A sampler not known runs the diffusion shapes: the best worst case over the
+# choosers of both kinds (docs/PLACEMENT.md).
 DIFFUSION_SHAPES = {
     3: _fractions(0, 4, 6, 9, 13, 17, 22, 26, 30, 34, 37, 40, 42, 44, 46, 47, 48, 49),
     5: _fractions(0, 5, 14, 21, 27, 33, 37, 42, 44, 47, 48, 49),
@@ -79,7 +79,6 @@ FLOW_SHAPES = {
     3: _fractions(0, 4, 8, 13, 17, 20, 23, 27, 30, 33, 36, 38, 41, 43, 45, 47, 48, 49),
     5: _fractions(0, 7, 13, 21, 27, 32, 37, 41, 44, 46, 48, 49),
 }
-UNKNOWN_SAMPLER_SHAPE = _fractions(0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49)
 # `leading` and `density`: the `spread` of a count no shape serves and the one a config's `warmup`
 # or `density` starts from, as ranked by `python -m taylorseer.bench.placement_sweep`
 # (docs/PLACEMENT.md) on the worst case of each kind's choosing models (flow matching: flux-digits;
@@ -88,7 +87,7 @@ UNKNOWN_SAMPLER_SHAPE = _fractions(0, 4, 11, 16, 21, 26, 31, 36, 40, 44, 47, 49)
 PLACEMENTS: dict[str | None, Placement] = {
     "flow": Placement(leading=1, density=1.75, shapes=FLOW_SHAPES, stretch_shapes=False),
     "diffusion": Placement(leading=2, density=1.5, shapes=DIFFUSION_SHAPES),
-    None: Placement(leading=1, density=1.25, shapes={5: UNKNOWN_SAMPLER_SHAPE}),
+    None: Placement(leading=1, density=1.25, shapes=DIFFUSION_SHAPES),
 }
 # The default `term_ratio` for each kind of sampler, chosen with the placements before full steps
 # were corrected (the best worst case of each kind's choosers; None: the best worst case over all);

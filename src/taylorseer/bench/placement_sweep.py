@@ -62,8 +62,9 @@ def measure(
             placements[f"spread leading {first} density {density}"] = spread(steps, budget, first, density)
         for source, fractions in shapes.items():  # a model's shipped calibrated schedule, stretched
             placements[f"{source}'s calibrated, stretched"] = stretched(steps, budget, fractions)
-        for sampler in ("flow", "diffusion"):  # what each kind runs by default (config.PLACEMENTS)
-            placements[f"shipped {sampler} placement"] = TaylorSeerConfig(sampler=sampler).spread_placement(
+        for sampler in ("flow", "diffusion", None):  # what each kind runs by default (config.PLACEMENTS)
+            kind = sampler or "unknown-sampler"
+            placements[f"shipped {kind} placement"] = TaylorSeerConfig(sampler=sampler).spread_placement(
                 steps, budget
             )
         for (name_of, full_steps), order, ratio, terms in itertools.product(
