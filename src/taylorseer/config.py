@@ -66,8 +66,9 @@ BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with t
 # (`python -m taylorseer.bench.shape_search`, docs/SHAPE-diffusion.md, docs/SHAPE-flow.md), and
 # shipped where the held-out model of that kind scored it at least as high as the placement before.
 # Diffusion (searched with full steps corrected in hindsight): a run takes the shape of the interval
-# nearest to its count, stretched to that count. Flow matching: each shape serves only its own
-# interval's count; stretched to the counts between them they lost to the spread
+# nearest to its count, stretched to that count. Flow matching (intervals 3 and 5 searched before
+# the correction, 7 with it): each shape serves only its own interval's count; stretched to the
+# counts between them they lost to the spread
 # (docs/SCHEDULES.md). A sampler not known runs the diffusion shapes: the best worst case over the
 # choosers of both kinds (docs/PLACEMENT.md).
 DIFFUSION_SHAPES = {
@@ -78,6 +79,7 @@ DIFFUSION_SHAPES = {
 FLOW_SHAPES = {
     3: _fractions(0, 4, 8, 13, 17, 20, 23, 27, 30, 33, 36, 38, 41, 43, 45, 47, 48, 49),
     5: _fractions(0, 7, 13, 21, 27, 32, 37, 41, 44, 46, 48, 49),
+    7: _fractions(0, 11, 21, 30, 37, 42, 46, 48, 49),
 }
 # `leading` and `density`: the `spread` of a count no shape serves and the one a config's `warmup`
 # or `density` starts from, as ranked by `python -m taylorseer.bench.placement_sweep`
@@ -91,7 +93,7 @@ PLACEMENTS: dict[str | None, Placement] = {
 }
 # The default `term_ratio` for each kind of sampler, chosen with the placements before full steps
 # were corrected (the best worst case of each kind's choosers; None: the best worst case over all);
-# with the correction, docs/PLACEMENT.md has the ratios within 0.13 dB of each other.
+# with the correction, docs/PLACEMENT.md has the ratios within 0.05 dB of each other.
 TERM_RATIOS: dict[str | None, float] = {"flow": 1.0, "diffusion": 0.5, None: 0.5}
 
 # The official TaylorSeer scripts' settings (interval N, max_order, first_enhance), per model family.
