@@ -68,9 +68,8 @@ BUDGET_WARMUP = 3  # "spread" runs as many full steps as the paper's rule with t
 # Diffusion (searched with full steps corrected in hindsight): a run takes the shape of the interval
 # nearest to its count, stretched to that count. Flow matching (intervals 3 and 5 searched before
 # the correction, 7 with it): each shape serves only its own interval's count; stretched to the
-# counts between them they lost to the spread
-# (docs/SCHEDULES.md). A sampler not known runs the diffusion shapes: the best worst case over the
-# choosers of both kinds (docs/PLACEMENT.md).
+# counts between them they lost to the spread (docs/SCHEDULES.md). A sampler not known runs the
+# diffusion shapes: the best worst case over the choosers of both kinds (docs/PLACEMENT.md).
 DIFFUSION_SHAPES = {
     3: _fractions(0, 4, 6, 9, 13, 17, 22, 26, 30, 34, 37, 40, 42, 44, 46, 47, 48, 49),
     5: _fractions(0, 5, 14, 21, 27, 33, 37, 42, 44, 47, 48, 49),
