@@ -8,13 +8,12 @@ much the samples it happened to be given (docs/CALIBRATION.md).
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 
 import torch
 
 from taylorseer.api import maybe_applied
-from taylorseer.bench.doc_tables import parse, table_parser, write_table
+from taylorseer.bench.doc_tables import how_made, parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.bench.subjects import CALIBRATION_SAMPLES, CALIBRATION_SEED_OFFSET
 from taylorseer.calibrate import Sampler, calibrate, search
@@ -59,8 +58,8 @@ def markdown(rows: list[dict], samples: int, seed: int, seconds: float) -> str:
     lines = [
         "# Fast calibration and the exhaustive search, over sets of calibration samples",
         "",
-        f"`python -m taylorseer.bench.calibration_seeds {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min "
-        f"on this repo's 2-core CPU). Each model is calibrated on {CALIBRATION_SAMPLES} samples from "
+        how_made("taylorseer.bench.calibration_seeds", seconds)
+        + f"). Each model is calibrated on {CALIBRATION_SAMPLES} samples from "
         "each calibration seed, by `calibrate` (a dozen sampler calls) and by the exhaustive `search`, "
         f"for {STEPS} steps with as many full steps as the default (12), and every placement is scored "
         f"on the same {samples} samples (noise seed {seed}; `taylorseer bench` samples from seed "

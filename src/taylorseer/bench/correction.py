@@ -6,10 +6,9 @@ intervals, on the bundled models (docs/CORRECTION.md).
 
 from __future__ import annotations
 
-import sys
 import time
 
-from taylorseer.bench.doc_tables import parse, table_parser, write_table
+from taylorseer.bench.doc_tables import how_made, parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.config import TaylorSeerConfig
 
@@ -45,8 +44,8 @@ def markdown(rows: list[dict], samples: int, seed: int, seconds: float) -> str:
     lines = [
         "# The hindsight correction, on and off",
         "",
-        f"`python -m taylorseer.bench.correction {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on "
-        f"this repo's 2-core CPU): PSNR (dB) of the final images against full compute, {samples} "
+        how_made("taylorseer.bench.correction", seconds)
+        + f"): PSNR (dB) of the final images against full compute, {samples} "
         f"samples (noise seed {seed}), at the default placement and settings of each step count and "
         'interval, with `correction` at its default (on: granularity "model", a sampler of known '
         "kind) and with `correction=False`. dit-* sample with DDIM, flux-* with FlowMatch Euler "

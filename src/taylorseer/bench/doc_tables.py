@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -25,6 +26,12 @@ def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     return args
+
+
+def how_made(module: str, seconds: float) -> str:
+    """The start of a page's first line: "`python -m <module> <this run's arguments>` (<minutes> min
+    on this repo's 2-core CPU"; the caller says what else it knows of the run and closes it."""
+    return f"`python -m {module} {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on this repo's 2-core CPU"
 
 
 def write_table(text: str, rows: list[dict], out: Path | None) -> None:

@@ -12,10 +12,9 @@ how much on average and at worst.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 
-from taylorseer.bench.doc_tables import parse, table_parser, write_table
+from taylorseer.bench.doc_tables import how_made, parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.config import TaylorSeerConfig
 
@@ -50,8 +49,8 @@ def markdown(rows: list[dict], seconds: float, samples: int, steps: int) -> str:
     lines = [
         "# One more full step",
         "",
-        f"`python -m taylorseer.bench.extra_step {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on this "
-        f"repo's 2-core CPU, {samples} samples per model, {steps} steps). Each step a placement forecasts",
+        how_made("taylorseer.bench.extra_step", seconds)
+        + f", {samples} samples per model, {steps} steps). Each step a placement forecasts",
         "is made full in turn, one at a time; the change is the PSNR (dB, against full compute) with that",
         "one more full step minus the placement's own.",
         "",

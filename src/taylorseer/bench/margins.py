@@ -19,13 +19,12 @@ of RESULTS.md); run alone as above, on seeds of its own, it writes docs/MARGINS.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import torch
 
 from taylorseer.bench import harness, peers
-from taylorseer.bench.doc_tables import parse, table_parser, write_table
+from taylorseer.bench.doc_tables import how_made, parse, table_parser, write_table
 from taylorseer.bench.harness import Method, Subject
 from taylorseer.bench.metrics import psnr
 from taylorseer.bench.subjects import FAMILIES, SAME_MODULES
@@ -130,8 +129,7 @@ def markdown(rows: list[dict], seconds: float, samples: int) -> str:
     lines = [
         "# Our default against the peers at equal full steps",
         "",
-        f"`python -m taylorseer.bench.margins {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on this "
-        f"repo's 2-core CPU, {samples} samples per model). {EXPLANATION}",
+        how_made("taylorseer.bench.margins", seconds) + f", {samples} samples per model). {EXPLANATION}",
         "",
     ]
     return "\n".join([*lines, *summary(rows), "", "Every row:", "", *every_row(rows)])

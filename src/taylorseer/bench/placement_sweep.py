@@ -19,10 +19,9 @@ but take no part in any choice.
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 
-from taylorseer.bench.doc_tables import parse, table_parser, write_table
+from taylorseer.bench.doc_tables import how_made, parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.calibrate import calibrated_config
 from taylorseer.config import BUDGET_WARMUP, TaylorSeerConfig
@@ -103,9 +102,8 @@ def markdown(rows: list[dict], models: list[str], seconds: float, samples: int, 
     lines = [
         "# Placement of the full steps",
         "",
-        f"`python -m taylorseer.bench.placement_sweep {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on "
-        "this repo's 2-core CPU, "
-        f"{samples} samples per model). Mean PSNR (dB) against full compute over step counts "
+        how_made("taylorseer.bench.placement_sweep", seconds)
+        + f", {samples} samples per model). Mean PSNR (dB) against full compute over step counts "
         f"{STEP_COUNTS} and the paper's full-step counts at intervals {INTERVALS} (warm-up "
         f"{BUDGET_WARMUP}). Ranked by the choosing model(s) alone (by the worst of them when two "
         "choose); held-out models are shown beside them.",

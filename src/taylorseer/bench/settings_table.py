@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from taylorseer.bench import harness, subjects
+from taylorseer.bench.doc_tables import how_made
 from taylorseer.bench.harness import Method
 from taylorseer.calibrate import calibrated_config
 from taylorseer.config import TaylorSeerConfig
@@ -64,8 +64,8 @@ def main() -> None:
         lines.append("")
         print(f"{name} done", flush=True)
     lines += [
-        f"`python -m taylorseer.bench.settings_table {' '.join(sys.argv[1:])}` "
-        f"({(time.perf_counter() - start) / 60:.0f} min on this repo's 2-core CPU, {args.samples} samples "
+        how_made("taylorseer.bench.settings_table", time.perf_counter() - start)
+        + f", {args.samples} samples "
         "per model, one thread). On these small models a latency speedup is the ratio of two medians of "
         "3 runs of well under a second each and moves by a fifth or more between runs; the FLOPs "
         "speedup is exact. On a large model latency follows FLOPs (RESULTS.md, flux-large).",

@@ -17,11 +17,10 @@ shipped only where the held-out models score it at least as high as the shipped 
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
-from taylorseer.bench.doc_tables import parse, table_parser, write_table
+from taylorseer.bench.doc_tables import how_made, parse, table_parser, write_table
 from taylorseer.bench.placement_score import PlacementScore
 from taylorseer.bench.placement_sweep import INTERVALS, STEP_COUNTS
 from taylorseer.calibrate import hill_climb, starting_points
@@ -100,8 +99,8 @@ def markdown(
     lines = [
         f"# The shapes of the {sampler} placement",
         "",
-        f"`python -m taylorseer.bench.shape_search {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min on this "
-        f"repo's 2-core CPU, {samples} samples per model). Mean PSNR (dB) against full compute over "
+        how_made("taylorseer.bench.shape_search", seconds)
+        + f", {samples} samples per model). Mean PSNR (dB) against full compute over "
         f"{STEP_COUNTS} steps at the paper's full-step count of each interval, each shape stretched to "
         f"each; chosen by the worst of {', '.join(choosers)}"
         + (f"; {', '.join(held_out)} took no part." if held_out else "."),
